@@ -1,0 +1,1 @@
+"""`dh` subcommands, one module each; every module exposes `register(app)`."""

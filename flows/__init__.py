@@ -1,0 +1,1 @@
+"""Prefect flows: ingest, validate, train, build, export, deploy, retrain, and the pipeline."""

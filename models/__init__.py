@@ -1,0 +1,1 @@
+"""The science: segmentation, meshing, shape and population models, fitting, simulation."""

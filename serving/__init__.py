@@ -1,0 +1,1 @@
+"""BentoML services over ONNX Runtime sessions."""

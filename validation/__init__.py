@@ -1,0 +1,1 @@
+"""Validation of cohort batches: Great Expectations suites, image, mesh and PHI checks."""
