@@ -43,12 +43,19 @@ def apply_env_defaults() -> None:
 
 
 def data_mirror() -> Path | None:
-    """The local mirror of the demo data: `$DH_DATA_MIRROR`, else `../shared/data` if present."""
+    """The local mirror of the demo data.
+
+    `$DH_DATA_MIRROR` when set; else the first existing of `../shared/data` beside the
+    checkout and `/work/shared/data` (where the development and CI machines keep it); else
+    None, and files are downloaded from their canonical URLs.
+    """
     env = os.environ.get("DH_DATA_MIRROR")
     if env:
         return Path(env).expanduser().resolve()
-    sibling = PROJECT_ROOT.parent / "shared" / "data"
-    return sibling if sibling.is_dir() else None
+    for candidate in (PROJECT_ROOT.parent / "shared" / "data", Path("/work/shared/data")):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 @lru_cache(maxsize=4)
