@@ -1,0 +1,78 @@
+"""The BentoML services: one per concern, and `DigitalHuman`, which serves all four at once.
+
+Each concern (segment, generate, fit, simulate) is an API class in its own module; the service
+of one concern alone is, e.g., `serving.service:Generate`, and `serving.service:DigitalHuman`
+composes all four in one process (the default of `dh serve` and of the Bento). One process is
+the choice here: on a small machine it shares one ONNX Runtime and one copy of each model,
+and saves the hop through a second HTTP server that `bentoml.depends` would add. To scale one
+concern on its own, serve its service alone behind the same load balancer.
+
+Every service gets the same middleware (API key, request size limits, JSON /readyz with the
+providers in use, GET /models with each served model's lineage); BentoML adds /livez and the
+Prometheus /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import bentoml
+
+from serving.common import SETTINGS
+from serving.fit import FitAPI
+from serving.generate import GenerateAPI
+from serving.middleware import GatewayMiddleware
+from serving.segment import SegmentAPI
+from serving.simulate import SimulateAPI
+
+logger = logging.getLogger(__name__)
+
+TRAFFIC = {"timeout": 300, "max_concurrency": 64}
+
+
+class _Base:
+    """Loads the models of every concern the service has, in a background thread.
+
+    The server accepts requests at once (so /livez answers), while /readyz stays 503 until
+    every model has loaded and warmed up.
+    """
+
+    def __init__(self) -> None:
+        from serving.common import STATE
+
+        setups = [c for c in type(self).__mro__ if "setup" in c.__dict__ and c is not _Base]
+        for cls in setups:
+            STATE.expect(cls.CONCERN)
+        self._loader = threading.Thread(
+            target=self._load_all, args=(setups,), name="model-loader", daemon=True
+        )
+        self._loader.start()
+
+    def _load_all(self, setups: list[type]) -> None:
+        for cls in setups:
+            cls.setup(self)
+
+    def setup(self) -> None:  # overridden by each concern
+        """Load this concern's model (see :func:`serving.common.load_served_model`)."""
+
+
+def _service(name: str, *apis: type) -> type:
+    """A BentoML service class named `name` with the APIs of `apis` and the shared middleware."""
+    doc = f"The {', '.join(a.CONCERN for a in apis)} endpoint(s) of the digital-human platform."
+    cls = type(name, (*apis, _Base), {"__doc__": doc, "__module__": __name__, "__qualname__": name})
+    svc = bentoml.service(
+        name=name.lower(),
+        traffic=TRAFFIC,
+        threads=SETTINGS.threads,
+        http={"host": SETTINGS.host, "port": SETTINGS.port},
+    )(cls)
+    svc.add_asgi_middleware(GatewayMiddleware)
+    return svc
+
+
+Segment = _service("Segment", SegmentAPI)
+Generate = _service("Generate", GenerateAPI)
+Fit = _service("Fit", FitAPI)
+Simulate = _service("Simulate", SimulateAPI)
+DigitalHuman = _service("DigitalHuman", SegmentAPI, GenerateAPI, FitAPI, SimulateAPI)
