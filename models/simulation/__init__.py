@@ -1,0 +1,1 @@
+"""Biomechanical simulation of the femur: finite elements (TetGen + scikit-fem) and a surrogate."""
