@@ -442,7 +442,8 @@ def check_label_alignment(label: Volume, images: list[Volume], params: dict) -> 
                 "affine",
                 f"{fraction:.1%} of the labelled voxels inside {image.file}",
                 f"at least {need:.0%} inside the field of view of its image",
-                "write the label map with its image's geometry (origin, direction, spacing); "
+                "write the label map with its image's geometry (origin, direction, spacing; "
+                "if the image failed its own checks, fix those first); "
                 "resample by world coordinates, not voxel index",
                 "label_alignment",
             )

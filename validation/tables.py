@@ -23,7 +23,7 @@ from validation.phi import check_phi
 
 logger = logging.getLogger(__name__)
 
-SUBJECT_ID_PATTERN = r"[a-z0-9]+(-[a-z0-9]+)+"
+SUBJECT_ID_PATTERN = r"[a-z0-9]+(?:-[a-z0-9]+)+"
 DATASET_PATTERN = r"[a-z0-9_]+"
 
 # Unit slips to suggest when a column's median lands in range only after rescaling.
