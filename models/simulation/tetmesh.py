@@ -107,23 +107,29 @@ def remesh(mesh: trimesh.Trimesh, n_vertices: int) -> trimesh.Trimesh:
 
     if len(mesh.vertices) <= n_vertices:
         return mesh
-    clustering = pyacvd.Clustering(to_polydata(mesh))
-    clustering.cluster(int(n_vertices))
-    out = clustering.create_mesh().clean().triangulate()
-    faces = np.asarray(out.faces).reshape(-1, 4)[:, 1:]
-    result = trimesh.Trimesh(np.asarray(out.points, float), faces, process=True)
-    if not result.is_watertight:
-        trimesh.repair.fill_holes(result)
-    if not result.is_watertight:
-        fail(
-            "surface",
-            "faces",
-            "remeshed surface is not closed",
-            "a closed remeshed surface",
-            "raise simulation.mesh.surface_vertices in params.yaml",
-        )
-    trimesh.repair.fix_normals(result)
-    return result
+    # ACVD needs an input several times finer than the target: subdivide coarse surfaces
+    levels = int(np.clip(np.ceil(np.log(20.0 * n_vertices / len(mesh.vertices)) / np.log(4)), 0, 3))
+    target = int(n_vertices)
+    for _ in range(4):  # a cluster can straddle a thin part: retry a little finer
+        clustering = pyacvd.Clustering(to_polydata(mesh))
+        if levels:
+            clustering.subdivide(levels)
+        clustering.cluster(target)
+        out = clustering.create_mesh().clean().triangulate()
+        faces = np.asarray(out.faces).reshape(-1, 4)[:, 1:]
+        result = trimesh.Trimesh(np.asarray(out.points, float), faces, process=True)
+        if result.is_watertight and result.is_winding_consistent:
+            trimesh.repair.fix_normals(result)
+            return result
+        logger.info("ACVD remesh with %d clusters is not closed; retrying finer", target)
+        target = int(target * 1.25)
+    fail(
+        "surface",
+        "faces",
+        "remeshed surface is not closed",
+        "a closed remeshed surface",
+        "raise simulation.mesh.surface_vertices in params.yaml",
+    )
 
 
 def tetrahedralize(
