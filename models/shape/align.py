@@ -54,6 +54,7 @@ def umeyama(
     target: np.ndarray,
     weights: np.ndarray | None = None,
     with_scale: bool = True,
+    scale_bounds: tuple[float, float] | None = None,
 ) -> Similarity:
     """Least-squares similarity (or rigid) transform mapping `source` onto `target`.
 
@@ -62,6 +63,7 @@ def umeyama(
         target: `(n, 3)` corresponding points, mm.
         weights: `(n,)` non-negative weights (default all ones).
         with_scale: estimate an isotropic scale; otherwise scale is 1.
+        scale_bounds: optional (low, high) clamp of the scale (translation re-solved).
     """
     w = np.ones(len(source)) if weights is None else np.asarray(weights, dtype=float)
     w = w / max(w.sum(), 1e-12)
@@ -79,6 +81,8 @@ def umeyama(
     if with_scale:
         var_s = w @ (xs**2).sum(axis=1)
         scale = float((d * sign).sum() / max(var_s, 1e-12))
+        if scale_bounds is not None:
+            scale = float(np.clip(scale, *scale_bounds))
     return Similarity(rot, mu_t - scale * rot @ mu_s, scale)
 
 

@@ -118,6 +118,7 @@ def build_femur_model(raw_dir: Path, params: dict[str, Any]) -> tuple[ShapeModel
         subject_ids=corr.subject_ids,
         meta={
             "frame": "CT scanner frame of the template subject (z superior), mm",
+            "axes": "LPS",
             "template_subject": params.get("template_subject") or corr.subject_ids[0],
             "registration_residual_mm": dict(
                 zip(corr.subject_ids, map(float, corr.residual_mm), strict=True)

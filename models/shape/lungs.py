@@ -86,6 +86,7 @@ def build_lung_model(raw_dir: Path, params: dict[str, Any]) -> tuple[ShapeModel,
         variance_kept=float(params.get("variance_kept", 1.0)),
         meta={
             "frame": "frame of the first subject's CSV, mm (pyssam lung data)",
+            "axes": "LPS",
             "anatomy": "left lower lobe (TotalSegmentator label lung_lower_lobe_left)",
             "folded_face_fraction": folded_face_fraction(aligned.mean(axis=0), faces),
         },

@@ -32,6 +32,9 @@ def test_metrics_are_consistent_on_a_small_lung_model(raw_data):
     model = ShapeModel.from_shapes(aligned, triangulate_star(aligned.mean(0)), "lungs")
     m = evaluate(model, aligned, n_samples=20, seed=0)
     assert m.compactness[-1] == pytest.approx(1.0)
-    assert all(a >= b - 1e-9 for a, b in zip(m.generalisation_mm, m.generalisation_mm[1:]))
+    assert all(
+        a >= b - 1e-9
+        for a, b in zip(m.generalisation_mm[:-1], m.generalisation_mm[1:], strict=True)
+    )
     assert 0 < m.generalisation_nearest_mm < m.generalisation_all_modes_mm
     assert m.specificity_mm > 0

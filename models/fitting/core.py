@@ -1,0 +1,568 @@
+"""Fit a structure shape model to observed surface points (world mm) in well under a second.
+
+Three steps, each robust to partial views, noise and outliers:
+
+1. **Similarity alignment** (model frame -> world): multi-start ICP of the mean shape from
+   the 24 axis-aligned rotations (and, for partial views, several anchor positions on the
+   model), scored by a trimmed mean distance; the scale stays within `scale_bounds`.
+2. **Posterior shape fit**: alternate (a) closest-vertex correspondences for every observed
+   point with outlier rejection (distance above `outlier_k` robust sigmas) and Cauchy weights,
+   (b) the Gaussian posterior of the standardised shape coefficients given the point-to-plane
+   and (damped) point-to-point residuals, (c) a weighted similarity update of the pose.
+3. **Bounded non-rigid refinement** (optional): a Gaussian-smoothed displacement field towards
+   the inlier points, limited to `refine_max_mm` per vertex and to vertices near data.
+
+Only the data -> model direction is used for correspondences, so unobserved parts of the
+structure follow the shape model's posterior mean and carry its posterior uncertainty.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+
+from models.shape.align import Similarity, umeyama
+from models.shape.model import ShapeModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FitOptions:
+    """Tunable numbers of a fit (defaults mirror params.yaml `fitting`).
+
+    Attributes:
+        max_points: observed points used (random subset above this).
+        noise_std_mm: observation noise of the posterior, mm.
+        outlier_k: reject correspondences beyond this many robust sigmas.
+        min_sigma_mm: floor of the robust sigma, mm.
+        iterations: correspondence/posterior/pose rounds.
+        tangent_weight: weight of the point-to-point term relative to point-to-plane.
+        scale_bounds: allowed isotropic scale of the model (the data are in mm).
+        fit_scale: estimate a scale in the pose (else rigid after the initial alignment).
+        init_iterations: ICP rounds per alignment start.
+        init_keep: distinct candidate poses kept after the alignment.
+        n_anchors: anchor positions tried for partial views.
+        candidate_ratio: candidates scoring above this multiple of the best are dropped.
+        select_iterations: shape-fit rounds used to compare candidates.
+        refine: run the bounded non-rigid refinement.
+        refine_sigma_mm: smoothing width of the refinement field, mm.
+        refine_max_mm: bound on each vertex's refinement displacement, mm.
+        refine_iterations: refinement rounds.
+        use_shape: fit shape coefficients (False: similarity of the mean shape only).
+        robust: reject outliers and weight correspondences (False: plain ICP).
+        multi_start: try several initial poses (False: one start from the centroids).
+        seed: random subset seed.
+    """
+
+    max_points: int = 3000
+    noise_std_mm: float = 1.0
+    outlier_k: float = 3.0
+    min_sigma_mm: float = 0.7
+    iterations: int = 12
+    tangent_weight: float = 0.1
+    scale_bounds: tuple[float, float] = (1.0, 1.0)
+    fit_scale: bool = False
+    init_iterations: int = 8
+    init_keep: int = 4
+    candidate_ratio: float = 2.0
+    n_anchors: int = 24
+    select_iterations: int = 4
+    refine: bool = True
+    refine_sigma_mm: float = 4.0
+    refine_max_mm: float = 3.0
+    refine_iterations: int = 5
+    use_shape: bool = True
+    robust: bool = True
+    multi_start: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None = None, **overrides: Any) -> FitOptions:
+        """Options from a `fitting` params section (unknown keys ignored) plus overrides."""
+        names = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in (params or {}).items() if k in names}
+        kwargs.update(overrides)
+        if "scale_bounds" in kwargs:
+            kwargs["scale_bounds"] = tuple(float(x) for x in kwargs["scale_bounds"])
+        return cls(**kwargs)
+
+
+@dataclass
+class ResidualSummary:
+    """Distances between observed inlier points and the fitted surface, mm.
+
+    Attributes:
+        mean_mm: mean point -> surface distance over inliers.
+        p95_mm: 95th percentile of the same.
+        hausdorff_mm: maximum over inliers of the point -> surface distance and over observed
+            vertices of the vertex -> nearest point distance.
+        n_points: observed points used.
+        n_inliers: points kept as inliers.
+    """
+
+    mean_mm: float
+    p95_mm: float
+    hausdorff_mm: float
+    n_points: int
+    n_inliers: int
+
+
+@dataclass
+class FitResult:
+    """One structure fitted to one subject's observation.
+
+    Attributes:
+        structure: catalogue name.
+        vertices: `(n_vertices, 3)` fitted surface, world mm (the input's frame).
+        faces: `(n_faces, 3)` triangles.
+        coeffs: `(n_components,)` standardised shape coefficients (posterior mean).
+        coeffs_std: `(n_components,)` their posterior standard deviation.
+        pose: model frame -> world similarity (`pose.to_matrix()` is 4x4).
+        vertex_residual_mm: `(n_vertices,)` distance from each vertex to the nearest observed
+            inlier point, mm (large where the surface was not observed).
+        vertex_std_mm: `(n_vertices,)` posterior positional standard deviation, mm.
+        observed: `(n_vertices,)` bool, vertex within `2 * refine_sigma_mm` of an inlier.
+        residual: summary of inlier point -> surface distances.
+        seconds: wall time of the fit.
+        inlier_mask: `(n_points,)` bool over the points used.
+        details: extra numbers (alignment score, iterations, refinement displacement).
+    """
+
+    structure: str
+    vertices: np.ndarray
+    faces: np.ndarray
+    coeffs: np.ndarray
+    coeffs_std: np.ndarray
+    pose: Similarity
+    vertex_residual_mm: np.ndarray
+    vertex_std_mm: np.ndarray
+    observed: np.ndarray
+    residual: ResidualSummary
+    seconds: float
+    inlier_mask: np.ndarray
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mesh(self) -> trimesh.Trimesh:
+        """The fitted surface as a mesh (world mm)."""
+        return trimesh.Trimesh(self.vertices, self.faces, process=False)
+
+
+def cube_rotations() -> list[np.ndarray]:
+    """The 24 proper rotations mapping coordinate axes onto coordinate axes."""
+    rots = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            r = np.zeros((3, 3))
+            r[np.arange(3), perm] = signs
+            if np.linalg.det(r) > 0:
+                rots.append(r)
+    return rots
+
+
+def near_rotations(center: np.ndarray, degrees: float = 20.0) -> list[np.ndarray]:
+    """`center` and its turns by +-`degrees` about each axis (7 rotations)."""
+    from scipy.spatial.transform import Rotation
+
+    out = [np.asarray(center, dtype=float)]
+    for axis in range(3):
+        for sign in (1.0, -1.0):
+            vec = np.zeros(3)
+            vec[axis] = np.radians(sign * degrees)
+            out.append(np.asarray(center) @ Rotation.from_rotvec(vec).as_matrix())
+    return out
+
+
+def initial_alignment(
+    model: ShapeModel,
+    points: np.ndarray,
+    opts: FitOptions,
+    orientation: np.ndarray | None = None,
+) -> list[tuple[float, Similarity]]:
+    """Candidate similarities model frame -> world from multi-start trimmed ICP of the mean.
+
+    The coarse round runs rigid ICP from every start at once (24 axis-aligned rotations times
+    anchor positions: the model centroid, and for partial views points just inside the
+    model surface); the best distinct starts are then refined one by one.
+
+    With a known `orientation` (the `(3, 3)` rotation model frame -> world expected for this
+    input, e.g. LPS -> RAS), only rotations within about 20 degrees of it are tried.
+
+    Returns up to `opts.init_keep` distinct candidates as (trimmed mean distance in mm,
+    transform), best first.
+    """
+    mean = model.mean
+    tree = cKDTree(mean)
+    rng = np.random.default_rng(opts.seed)
+    clean = _drop_isolated(points) if opts.robust else points
+    sub = clean[rng.choice(len(clean), min(len(clean), 600), replace=False)]
+    coarse = sub[: min(len(sub), 150)]
+    centre_p = clean.mean(axis=0)
+    anchors = [mean.mean(axis=0)[None]]
+    extent_ratio = _extent(clean) / _extent(mean)
+    if opts.multi_start and extent_ratio < 0.75:
+        anchors.append(_inner_anchors(model, opts.n_anchors, extent_ratio, rng))
+    anchors = np.vstack(anchors)  # (n_anchors, 3) model frame
+    if orientation is not None:
+        rotations = np.stack(near_rotations(orientation) if opts.multi_start else [orientation])
+    else:
+        rotations = np.stack(cube_rotations() if opts.multi_start else [np.eye(3)])
+
+    # Coarse round, all starts at once: world -> model x -> R (x - centre_p) + anchor.
+    rot = np.repeat(rotations.transpose(0, 2, 1), len(anchors), axis=0)  # (S, 3, 3)
+    trans = np.tile(anchors, (len(rotations), 1)) - rot @ centre_p  # (S, 3)
+    rot, trans, scores = _batched_rigid_icp(tree, mean, coarse, rot, trans, opts)
+    order = np.argsort(scores)
+
+    # Fine round on the best distinct starts.
+    refined: list[tuple[float, Similarity]] = []
+    for s in order[: 4 * max(1, opts.init_keep)]:
+        tf, score = _icp_world_to_model(tree, mean, sub, Similarity(rot[s], trans[s]), 15, opts)
+        if not any(_same_pose(tf, other) for _, other in refined):
+            refined.append((score, tf))
+    refined.sort(key=lambda s: s[0])
+    return [(score, tf.inverse()) for score, tf in refined[: max(1, opts.init_keep)]]
+
+
+def _batched_rigid_icp(
+    tree: cKDTree,
+    mean: np.ndarray,
+    pts: np.ndarray,
+    rot: np.ndarray,
+    trans: np.ndarray,
+    opts: FitOptions,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trimmed rigid ICP of world points `(m, 3)` onto the mean from S starts at once.
+
+    Returns the rotations `(S, 3, 3)`, translations `(S, 3)` (world -> model) and trimmed
+    mean distances `(S,)` in mm.
+    """
+    n_starts, m = len(rot), len(pts)
+    scores = np.full(n_starts, np.inf)
+    for _ in range(opts.init_iterations):
+        moved = np.einsum("sij,mj->smi", rot, pts) + trans[:, None, :]  # (S, m, 3)
+        d, j = tree.query(moved.reshape(-1, 3))
+        d, j = d.reshape(n_starts, m), j.reshape(n_starts, m)
+        cut = np.quantile(d, 0.8, axis=1, keepdims=True) if opts.robust else np.inf
+        w = (d <= cut).astype(float)  # (S, m)
+        scores = (d * w).sum(1) / np.maximum(w.sum(1), 1.0)
+        target = mean[j]  # (S, m, 3)
+        wn = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
+        mu_s = wn @ pts  # (S, 3)
+        mu_t = np.einsum("sm,smi->si", wn, target)
+        cov = np.einsum("sm,smi,smj->sij", wn, target - mu_t[:, None], pts[None] - mu_s[:, None])
+        u, _, vt = np.linalg.svd(cov)
+        det = np.sign(np.linalg.det(u @ vt))
+        u[:, :, -1] *= det[:, None]
+        rot = u @ vt
+        trans = mu_t - np.einsum("sij,sj->si", rot, mu_s)
+    return rot, trans, scores
+
+
+def _drop_isolated(points: np.ndarray, k: int = 8) -> np.ndarray:
+    """Points whose mean distance to their k nearest neighbours is not an outlier (3 MADs)."""
+    if len(points) <= 2 * k:
+        return points
+    d, _ = cKDTree(points).query(points, k=k + 1)
+    spread = d[:, 1:].mean(axis=1)
+    med = np.median(spread)
+    mad = 1.4826 * np.median(np.abs(spread - med))
+    keep = spread <= med + 3.0 * max(mad, 1e-6)
+    return points[keep] if keep.sum() >= k else points
+
+
+def _inner_anchors(
+    model: ShapeModel, n: int, extent_ratio: float, rng: np.random.Generator
+) -> np.ndarray:
+    """`(n, 3)` spread-out model-surface points moved inwards, where a patch centroid may be."""
+    surface = _anchor_points(model.mean, n, rng)
+    ids = cKDTree(model.mean).query(surface)[1]
+    normals = _vertex_normals(model.mean, model.faces)[ids]
+    depth = 0.15 * extent_ratio * _extent(model.mean)
+    return surface - depth * normals
+
+
+def _same_pose(a: Similarity, b: Similarity, deg: float = 15.0, mm: float = 10.0) -> bool:
+    """Whether two world -> model transforms are within `deg` degrees and `mm` mm."""
+    cos = (np.trace(a.rotation @ b.rotation.T) - 1.0) / 2.0
+    angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return bool(angle < deg and np.linalg.norm(a.translation - b.translation) < mm)
+
+
+def _icp_world_to_model(
+    tree: cKDTree,
+    mean: np.ndarray,
+    points: np.ndarray,
+    inv: Similarity,
+    iterations: int,
+    opts: FitOptions,
+) -> tuple[Similarity, float]:
+    """Trimmed similarity ICP of world points onto the model's mean (world -> model)."""
+    score = np.inf
+    for _ in range(iterations):
+        moved = inv.apply(points)
+        d, j = tree.query(moved)
+        keep = d <= np.quantile(d, 0.8) if opts.robust else np.ones(len(d), bool)
+        score = float(d[keep].mean())
+        bounds = (1.0 / opts.scale_bounds[1], 1.0 / opts.scale_bounds[0])
+        inv = umeyama(points[keep], mean[j[keep]], with_scale=True, scale_bounds=bounds)
+    return inv, score
+
+
+def fit_model(
+    model: ShapeModel,
+    points: np.ndarray,
+    opts: FitOptions | None = None,
+    landmarks: dict[str, np.ndarray] | None = None,
+    orientation: np.ndarray | None = None,
+) -> FitResult:
+    """Fit `model` to observed points `(n, 3)` in world mm; see the module docstring.
+
+    Args:
+        model: the structure's shape model.
+        points: observed surface points, world mm (already validated).
+        opts: fit options.
+        landmarks: optional name -> world position (mm) of named model landmarks; they act as
+            extra, always-inlier correspondences.
+        orientation: optional `(3, 3)` rotation model frame -> world expected for this input
+            (e.g. the LPS model frame to a RAS label map); None searches all 24 axis-aligned
+            orientations, which is slower and, for small partial views, less reliable.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # small GEMMs: threads only contend
+        return _fit_model(model, points, opts or FitOptions(), landmarks, orientation)
+
+
+def _fit_model(
+    model: ShapeModel,
+    points: np.ndarray,
+    opts: FitOptions,
+    landmarks: dict[str, np.ndarray] | None,
+    orientation: np.ndarray | None,
+) -> FitResult:
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(opts.seed)
+    pts = np.asarray(points, dtype=float)
+    if len(pts) > opts.max_points:
+        pts = pts[rng.choice(len(pts), opts.max_points, replace=False)]
+    lm_ids, lm_pts = _landmark_arrays(model, landmarks)
+
+    # 1. similarity alignment of the mean shape: a few candidate poses
+    candidates = initial_alignment(model, pts, opts, orientation)
+    init_score = candidates[0][0]
+    basis = model.basis  # (n_vertices, 3, k)
+
+    # 2. posterior shape fit from each plausible candidate; keep the best, then converge
+    best = None
+    for score, pose in candidates:
+        if score > opts.candidate_ratio * init_score + 1e-9 and best is not None:
+            continue
+        state = _shape_fit(model, basis, pts, pose, opts.select_iterations, opts, lm_ids, lm_pts)
+        if best is None or state[3] < best[3]:
+            best = state
+    pose, coeffs, cov, _ = _shape_fit(
+        model, basis, pts, best[0], opts.iterations, opts, lm_ids, lm_pts, best[1]
+    )
+
+    shape = model.instance(coeffs)
+    local = pose.inverse().apply(pts)
+    ids, w, inliers = _correspondences(shape, local, opts)
+
+    # 3. bounded non-rigid refinement in the model frame
+    refined = shape
+    if opts.refine:
+        refined = _refine(shape, local[inliers], opts)
+    vertices = pose.apply(refined)
+
+    # residuals and uncertainty
+    inlier_pts = pts[inliers] if inliers.any() else pts
+    d_vertex, _ = cKDTree(inlier_pts).query(vertices)
+    observed = d_vertex <= 2.0 * opts.refine_sigma_mm
+    d_points = _point_to_surface(vertices, model.faces, inlier_pts)
+    vstd = _vertex_std(model, cov) * pose.scale
+    residual = ResidualSummary(
+        mean_mm=float(d_points.mean()),
+        p95_mm=float(np.percentile(d_points, 95)),
+        hausdorff_mm=float(max(d_points.max(), d_vertex[observed].max(initial=0.0))),
+        n_points=int(len(pts)),
+        n_inliers=int(inliers.sum()),
+    )
+    return FitResult(
+        structure=model.structure,
+        vertices=vertices,
+        faces=model.faces,
+        coeffs=coeffs,
+        coeffs_std=np.sqrt(np.clip(np.diag(cov), 0, None)),
+        pose=pose,
+        vertex_residual_mm=d_vertex,
+        vertex_std_mm=vstd,
+        observed=observed,
+        residual=residual,
+        seconds=time.perf_counter() - t0,
+        inlier_mask=inliers,
+        details={
+            "init_trimmed_mm": init_score,
+            "scale": float(pose.scale),
+            "refine_max_displacement_mm": float(
+                np.linalg.norm(refined - shape, axis=1).max() * pose.scale
+            ),
+        },
+    )
+
+
+def _shape_fit(
+    model: ShapeModel,
+    basis: np.ndarray,
+    pts: np.ndarray,
+    pose: Similarity,
+    iterations: int,
+    opts: FitOptions,
+    lm_ids: np.ndarray,
+    lm_pts: np.ndarray,
+    coeffs: np.ndarray | None = None,
+) -> tuple[Similarity, np.ndarray, np.ndarray, float]:
+    """Alternate correspondences, coefficient posterior and pose; returns (pose, coeffs, cov,
+    trimmed mean point -> vertex distance in mm)."""
+    n_comp = model.n_components
+    coeffs = np.zeros(n_comp) if coeffs is None else coeffs
+    cov = np.eye(n_comp)
+    for _ in range(iterations):
+        shape = model.instance(coeffs)
+        local = pose.inverse().apply(pts)  # observed points in the model frame
+        ids, w, inliers = _correspondences(shape, local, opts)
+        ids_all = np.concatenate([ids[inliers], lm_ids])
+        pts_all = np.vstack([local[inliers], pose.inverse().apply(lm_pts)])
+        w_all = np.concatenate([w[inliers], np.ones(len(lm_ids))])
+        if opts.use_shape:
+            normals = _vertex_normals(shape, model.faces)[ids_all]
+            coeffs, cov = _posterior(model, basis, ids_all, pts_all, normals, w_all, opts)
+            shape = model.instance(coeffs)
+        world = pose.apply(pts_all)
+        if opts.fit_scale:
+            pose = umeyama(shape[ids_all], world, w_all, True, opts.scale_bounds)
+        else:  # rigid update at the scale of the initial alignment
+            rigid = umeyama(shape[ids_all] * pose.scale, world, w_all, with_scale=False)
+            pose = Similarity(rigid.rotation, rigid.translation, pose.scale)
+    d, _ = cKDTree(model.instance(coeffs)).query(pose.inverse().apply(pts))
+    trimmed = float(d[d <= np.quantile(d, 0.8)].mean()) * pose.scale
+    return pose, coeffs, cov, trimmed
+
+
+def _correspondences(
+    shape: np.ndarray, local: np.ndarray, opts: FitOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closest vertex per point, Cauchy weights and the inlier mask (robust sigma rule)."""
+    d, ids = cKDTree(shape).query(local)
+    if not opts.robust:
+        return ids, np.ones(len(d)), np.ones(len(d), bool)
+    sigma = max(1.4826 * float(np.median(d)), opts.min_sigma_mm)
+    inliers = d <= opts.outlier_k * sigma
+    w = 1.0 / (1.0 + (d / sigma) ** 2)
+    return ids, w, inliers
+
+
+def _posterior(
+    model: ShapeModel,
+    basis: np.ndarray,
+    ids: np.ndarray,
+    pts: np.ndarray,
+    normals: np.ndarray,
+    w: np.ndarray,
+    opts: FitOptions,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and covariance of the coefficients: point-to-plane + damped point-to-point."""
+    b = basis[ids]  # (n, 3, k)
+    r = pts - model.mean[ids]  # (n, 3)
+    a_n = np.einsum("nc,nck->nk", normals, b)  # (n, k)
+    r_n = np.einsum("nc,nc->n", normals, r)
+    a_p = b.reshape(-1, b.shape[-1])
+    r_p = r.reshape(-1)
+    w_p = np.repeat(w, 3) * opts.tangent_weight
+    inv_var = 1.0 / opts.noise_std_mm**2
+    precision = np.eye(b.shape[-1]) + inv_var * (
+        (a_n * w[:, None]).T @ a_n + (a_p * w_p[:, None]).T @ a_p
+    )
+    rhs = inv_var * ((a_n * w[:, None]).T @ r_n + (a_p * w_p[:, None]).T @ r_p)
+    cov = np.linalg.inv(precision)
+    return cov @ rhs, cov
+
+
+def _refine(shape: np.ndarray, local: np.ndarray, opts: FitOptions) -> np.ndarray:
+    """Bounded smooth displacement of the vertices towards the inlier points (model frame)."""
+    from models.shape.registration import smoothing_operator
+
+    verts = shape.copy()
+    op = smoothing_operator(shape, opts.refine_sigma_mm)
+    for _ in range(opts.refine_iterations):
+        _, ids = cKDTree(verts).query(local)
+        force = np.zeros_like(verts)
+        np.add.at(force, ids, local - verts[ids])
+        count = np.zeros(len(verts))
+        np.add.at(count, ids, 1.0)
+        # smoothed mean displacement where supported, fading to zero away from the data
+        num = op @ force
+        den = op @ count
+        support = np.clip(den * 3.0, 0.0, 1.0)
+        step = np.where(den[:, None] > 1e-9, num / np.maximum(den, 1e-9)[:, None], 0.0)
+        verts = verts + support[:, None] * step
+        disp = verts - shape
+        norm = np.linalg.norm(disp, axis=1, keepdims=True)
+        verts = shape + disp * np.minimum(1.0, opts.refine_max_mm / np.maximum(norm, 1e-12))
+    return verts
+
+
+def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """`(n_vertices, 3)` area-weighted unit vertex normals."""
+    tri = vertices[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    vn = np.zeros_like(vertices)
+    for k in range(3):
+        np.add.at(vn, faces[:, k], fn)
+    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
+
+
+def _vertex_std(model: ShapeModel, cov: np.ndarray) -> np.ndarray:
+    """`(n_vertices,)` RMS positional std (mm) of each vertex under the coefficient posterior."""
+    basis = model.basis  # (n, 3, k)
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)))
+    return np.sqrt((np.einsum("nck,kj->ncj", basis, chol) ** 2).sum(axis=(1, 2)) / 3.0)
+
+
+def _point_to_surface(vertices: np.ndarray, faces: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """`(n_points,)` exact distance from points to the triangle surface, mm."""
+    from models.fitting.distance import point_to_surface
+
+    return point_to_surface(vertices, faces, pts)
+
+
+def _landmark_arrays(
+    model: ShapeModel, landmarks: dict[str, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    if not landmarks:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 3))
+    names = list(landmarks)
+    ids = np.array([model.landmarks[n] for n in names], dtype=np.int64)
+    return ids, np.array([landmarks[n] for n in names], dtype=float)
+
+
+def _extent(points: np.ndarray) -> float:
+    return float(np.linalg.norm(np.ptp(points, axis=0)))
+
+
+def _anchor_points(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """`(k, 3)` spread-out points of a shape (farthest-point sampling)."""
+    chosen = [int(rng.integers(len(points)))]
+    d = np.linalg.norm(points - points[chosen[0]], axis=1)
+    for _ in range(k - 1):
+        chosen.append(int(np.argmax(d)))
+        d = np.minimum(d, np.linalg.norm(points - points[chosen[-1]], axis=1))
+    return points[chosen]
