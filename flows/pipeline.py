@@ -1,0 +1,575 @@
+"""Prefect flow `pipeline`: the whole job on the demo cohort, from raw files to a report.
+
+Steps, in order (each a Prefect task or subflow; its outcome goes into the report):
+
+1. `pull`: fetch the demo cohort into `data/raw/` (hash-checked registry);
+2. `ingest`: validate the cohort and version it (flow `ingest`; quarantine on failure);
+3. `train_segmentation`, `build_shape_models`, `build_population`, `train_surrogate`: the
+   owners' flows; each is skipped when DVC says its stage is up to date, and recorded in
+   `dvc.lock` (`dvc commit`) after it ran, so `dvc repro` has nothing left to do;
+4. `fit_demo`: segment the demo CT, fit the left femur and a held-out lung (per-subject fits
+   mapped by :mod:`flows.runners`); `simulate_demo`: FE and surrogate stance on the femur fit;
+5. `register`: every exported model not yet in the store is registered with its lineage;
+6. `serve`: `bentoml serve` on a free 127.0.0.1 port, one real HTTP call, then stopped;
+7. `report`: `reports/report.md` and `.html` (:mod:`flows.report`).
+
+A part that does not exist yet (its module is missing) is skipped with a warning that the
+report shows; a step that fails is reported with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dh.config import ARTIFACTS, DATA_RAW, PROJECT_ROOT, REPORTS, apply_env_defaults, load_params
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_DIR = ARTIFACTS / "pipeline"
+# Set by the CLI for the length of one run: called with (step name, status) as steps finish.
+progress_hook: Callable[[str, str], None] | None = None
+
+
+class MissingPart(Exception):
+    """A part of the platform the step needs is not built yet (module or artefact absent)."""
+
+
+@dataclass
+class StepOutcome:
+    """What one pipeline step did.
+
+    Attributes:
+        name: step name (the DVC stage name where there is one).
+        status: `done`, `up to date` (DVC stage unchanged), `skipped` (part missing) or `failed`.
+        seconds: wall time.
+        detail: one line for the report (the warning or error when not done).
+        metrics: figures the step measured.
+    """
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------ per-subject work
+
+
+@dataclass
+class LungFit:
+    """A lung shape model fitted to one held-out subject's points.
+
+    Attributes:
+        subject_id: pyssam case id.
+        residual_mean_mm: mean inlier point -> fitted surface distance, mm.
+        residual_p95_mm: its 95th percentile, mm.
+        vertex_error_mm: mean distance between fitted vertices and the subject's own
+            corresponding points (ground truth, the CSV's frame), mm.
+        seconds: fit wall time.
+        coeffs: `(n_components,)` standardised shape coefficients.
+    """
+
+    subject_id: str
+    residual_mean_mm: float
+    residual_p95_mm: float
+    vertex_error_mm: float
+    seconds: float
+    coeffs: list[float]
+
+
+def fit_lung_subject(
+    subject_id: str, model_file: str, raw_dir: str, options: dict[str, Any] | None = None
+) -> LungFit:
+    """Fit the lung shape model in `model_file` to subject `subject_id`'s points (mm).
+
+    A module-level function so that Dask and process pools can ship it to workers.
+    """
+    from models.fitting.core import FitOptions, fit_model
+    from models.shape.lungs import LUNG_DIR, read_lung_points
+    from models.shape.model import ShapeModel
+
+    model = ShapeModel.load(model_file)
+    truth = read_lung_points(Path(raw_dir) / LUNG_DIR / f"landmarksLLL-{subject_id}.csv")
+    fit = fit_model(model, truth, FitOptions.from_params(options or {}))
+    return LungFit(
+        subject_id=subject_id,
+        residual_mean_mm=float(fit.residual.mean_mm),
+        residual_p95_mm=float(fit.residual.p95_mm),
+        vertex_error_mm=float(np.linalg.norm(fit.vertices - truth, axis=1).mean()),
+        seconds=float(fit.seconds),
+        coeffs=[float(c) for c in fit.coeffs],
+    )
+
+
+def raw_subset(raw_dir: Path, rel_files: list[str], target: Path) -> Path:
+    """A raw-data folder holding only `rel_files` (symlinks), for building on a subset."""
+    for rel in rel_files:
+        dst = target / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists():
+            dst.symlink_to((Path(raw_dir) / rel).resolve())
+    return target
+
+
+def lung_split(raw_dir: Path, n_held_out: int) -> tuple[list[str], list[str]]:
+    """(training, held-out) lung subject ids: the last `n_held_out` in sorted order."""
+    from models.shape.lungs import lung_files
+
+    ids = [p.stem.replace("landmarksLLL-", "") for p in lung_files(raw_dir)]
+    return ids[:-n_held_out], ids[-n_held_out:]
+
+
+def build_lung_model_on(ids: list[str], raw_dir: Path, out_file: Path) -> Path:
+    """Build the lung shape model (owner's builder) from subjects `ids` only; save it."""
+    from models.shape.lungs import LUNG_DIR, build_lung_model
+
+    rels = [f"{LUNG_DIR}/landmarksLLL-{sid}.csv" for sid in ids]
+    with tempfile.TemporaryDirectory(prefix="lungs-") as tmp:
+        model, _ = build_lung_model(
+            raw_subset(raw_dir, rels, Path(tmp)), load_params("shape")["lungs"]
+        )
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    return model.save(out_file)
+
+
+# ------------------------------------------------------------------------ steps
+
+
+def step_pull() -> dict[str, Any]:
+    from dh.registry import load_registry, pull
+
+    pull()
+    return {"files": len(load_registry())}
+
+
+def step_ingest() -> dict[str, Any]:
+    try:
+        from flows.ingest import run_ingest
+    except ImportError as exc:
+        raise MissingPart(f"flows.ingest ({exc})") from exc
+    result = run_ingest(DATA_RAW)
+    metrics = {
+        "status": result.status,
+        "batch_id": result.batch_id,
+        "data_version": result.data_version,
+        "problems": len(result.report.problems),
+        "notes": len(result.report.notes),
+        "subjects_added": result.subjects_added,
+        "files_added": result.files_added,
+    }
+    _write_json(PIPELINE_DIR / "ingest.json", metrics)
+    if result.status == "quarantined":
+        raise RuntimeError(f"demo cohort quarantined in {result.quarantine}")
+    return metrics
+
+
+def _owner_flow(module: str, call: Callable[[Any], Any]) -> Callable[[], dict[str, Any]]:
+    """A step that imports an owner's flow module and runs it (MissingPart when absent)."""
+
+    def run() -> dict[str, Any]:
+        import importlib
+
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingPart(f"{module} is not built yet ({exc})") from exc
+        out = call(mod)
+        return out if isinstance(out, dict) else {}
+
+    return run
+
+
+def step_fit_demo() -> dict[str, Any]:
+    """Segment the demo CT, fit the left femur, fit held-out lungs; write the demo outputs."""
+    from flows.runners import map_subjects, runner_config
+
+    params = load_params("pipeline")["demo"]
+    out = PIPELINE_DIR / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {"warnings": []}
+
+    # 1. segmentation of the demo CT by the trained model
+    try:
+        from models.segmentation.infer import segment
+
+        seg = segment(DATA_RAW / params["ct"], out / "segmentation")
+        metrics["segmentation"] = {
+            "model_version": seg.model_version,
+            "volumes_ml": seg.volumes_ml,
+            "seconds": round(seg.seconds, 2),
+            "render": str(seg.render) if seg.render else "",
+        }
+        if "femur_left" not in seg.volumes_ml:
+            metrics["warnings"].append(
+                f"the segmentation model has no femur_left ({params['ct']} is an abdominal CT "
+                "whose field of view ends above the hip); the femur is fitted to the surface of "
+                f"femur subject {params['femur_subject']} instead"
+            )
+    except (ImportError, FileNotFoundError) as exc:
+        metrics["warnings"].append(f"segmentation of the demo CT skipped: {exc}")
+
+    # 2. left femur: the femur shape model fitted to the subject's surface points
+    metrics["femur"] = _fit_femur(params, out)
+
+    # 3. held-out lungs: model rebuilt without them, fits mapped over subjects
+    train_ids, held_out = lung_split(DATA_RAW, int(params["lung_held_out"]))
+    model_file = build_lung_model_on(train_ids, DATA_RAW, out / "lungs_train.npz")
+    fits = map_subjects(
+        fit_lung_subject,
+        held_out,
+        config=runner_config(),
+        model_file=str(model_file),
+        raw_dir=str(DATA_RAW),
+        options=load_params("fitting"),
+    )
+    metrics["lungs"] = {
+        "n_training_subjects": len(train_ids),
+        "held_out": [asdict(f) | {"coeffs": f.coeffs[:5]} for f in fits],
+        "vertex_error_mm": float(np.mean([f.vertex_error_mm for f in fits])),
+        "runner": runner_config().describe(),
+    }
+    _write_json(PIPELINE_DIR / "fit_demo.json", metrics)
+    return metrics
+
+
+def _fit_femur(params: dict[str, Any], out: Path) -> dict[str, Any]:
+    import trimesh
+
+    from models.fitting.core import FitOptions, fit_model
+    from models.meshio import read_mesh
+    from models.render import render_meshes
+    from models.shape.build import load_structure_model
+    from models.shape.femur import FEMUR_DIR
+
+    model = load_structure_model("femur_left")
+    surface = read_mesh(DATA_RAW / FEMUR_DIR / f"{params['femur_subject']}.wrl")
+    points, _ = trimesh.sample.sample_surface(surface, int(params["femur_points"]), seed=0)
+    fit = fit_model(model, np.asarray(points), FitOptions.from_params(load_params("fitting")))
+    mesh = fit.mesh
+    mesh.export(out / "femur_left_fit.stl")
+    np.save(out / "femur_left_coeffs.npy", fit.coeffs)
+    render_meshes(
+        {"femur_left": mesh},
+        out / "femur_left_fit.png",
+        scalars={"femur_left": fit.vertex_residual_mm},
+        scalar_title="residual (mm)",
+        title="femur_left fit",
+    )
+    return {
+        "subject": params["femur_subject"],
+        "residual_mean_mm": float(fit.residual.mean_mm),
+        "residual_p95_mm": float(fit.residual.p95_mm),
+        "hausdorff_mm": float(fit.residual.hausdorff_mm),
+        "seconds": float(fit.seconds),
+        "n_components": int(len(fit.coeffs)),
+        "watertight": bool(mesh.is_watertight),
+    }
+
+
+def step_simulate_demo() -> dict[str, Any]:
+    """Stance FE on the fitted femur, and the surrogate at the same shape and load."""
+    import trimesh
+
+    try:
+        from models.simulation.femur import combine, solve_stance
+        from models.simulation.loads import load_case
+    except ImportError as exc:
+        raise MissingPart(f"models.simulation ({exc})") from exc
+    from models.render import render_meshes
+
+    out = PIPELINE_DIR / "demo"
+    fit_file = out / "femur_left_fit.stl"
+    if not fit_file.is_file():
+        raise MissingPart(f"{fit_file} (run fit_demo first)")
+    sp = load_params("simulation")
+    bw = float(load_params("pipeline")["demo"]["body_weight_kg"])
+    surface = trimesh.load(fit_file, process=False)
+    case = load_case("stance", bw, sp)
+    sol = solve_stance(surface, case, sp, source=str(fit_file))
+    fields = combine(sol.surface_unit, case)
+    vm = np.asarray(fields.von_mises)  # (n_vertices,) MPa on the fitted surface
+    render_meshes(
+        {"femur_left": surface},
+        out / "femur_left_stress.png",
+        scalars={"femur_left": vm},
+        scalar_title="von Mises (MPa)",
+        title=f"stance, {bw:.0f} kg",
+    )
+    metrics: dict[str, Any] = {
+        "body_weight_kg": bw,
+        "n_dofs": int(sol.n_dofs),
+        "fe_seconds": {k: round(v, 2) for k, v in sol.seconds.items()},
+        "von_mises_max_mpa": float(vm.max()),
+        "von_mises_p95_mpa": float(np.percentile(vm, 95)),
+        "strain_energy_j": float(fields.strain_energy_j),
+    }
+    metrics["surrogate"] = _surrogate_at(np.load(out / "femur_left_coeffs.npy"), case, vm)
+    _write_json(PIPELINE_DIR / "simulate_demo.json", metrics)
+    return metrics
+
+
+def _surrogate_at(coeffs: np.ndarray, case: Any, vm_fe: np.ndarray | None) -> dict[str, Any]:
+    """The registered surrogate at the demo's shape and load, compared with FE when it can be."""
+    from dh.errors import DHError
+    from models.registry import load_model
+    from models.simulation.surrogate import OnnxSurrogate
+
+    try:
+        reg = load_model(load_params("serving")["models"]["simulate"])
+        sur = OnnxSurrogate.open(reg.file("model.onnx"))
+    except DHError as exc:
+        return {"skipped": f"no surrogate in the model store: {exc.problems[0].expected}"}
+    load = np.array([case.body_weight_kg, case.hip_force_bw, case.abductor_force_bw])
+    t0 = time.perf_counter()
+    vm, _, energy = sur.run(coeffs, load)
+    out = {
+        "model": reg.tag,
+        "seconds": time.perf_counter() - t0,
+        "von_mises_max_mpa": float(vm.max()),
+    }
+    if vm_fe is not None and len(vm_fe) == len(vm):
+        out["rel_l2_vs_fe"] = float(np.linalg.norm(vm - vm_fe) / np.linalg.norm(vm_fe))
+    return out
+
+
+def step_serve() -> dict[str, Any]:
+    """Start `bentoml serve` on a free loopback port, GET /models once, stop it."""
+    import httpx
+
+    try:
+        import serving.service  # noqa: F401  (the service definition must import)
+    except ImportError as exc:
+        raise MissingPart(f"serving.service ({exc})") from exc
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = PIPELINE_DIR / "serve.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:DigitalHuman",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    key = os.environ.get(load_params("serving")["api_key_env"], "")
+    headers = {"X-API-Key": key} if key else {}
+    t0 = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + float(load_params("pipeline")["serve_timeout_s"])
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}; see {log}")
+            try:
+                if httpx.get(f"{url}/livez", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"bentoml serve not live within the timeout; see {log}")
+        started = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        resp = httpx.get(f"{url}/models", headers=headers, timeout=30)
+        answer = {"status_code": resp.status_code, "latency_s": round(time.perf_counter() - t1, 3)}
+        try:
+            body = resp.json()
+            answer["models"] = sorted(body) if isinstance(body, dict) else body
+        except ValueError:
+            answer["body"] = resp.text[:200]
+        metrics = {"port": port, "startup_s": round(started, 2), "call": "GET /models", **answer}
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+    _write_json(PIPELINE_DIR / "serve.json", metrics)
+    if resp.status_code >= 400:
+        raise RuntimeError(f"GET /models answered {resp.status_code}")
+    return metrics
+
+
+def step_register() -> dict[str, Any]:
+    """Register exported models that their own flows do not register (with lineage)."""
+    from flows.retrain import ensure_registered
+
+    tags = {}
+    shape_dir = ARTIFACTS / "shape"
+    if (shape_dir / "lungs.npz").is_file() and (shape_dir / "femur_left.npz").is_file():
+        metrics = _read_json(shape_dir / "metrics.json")
+        inputs = sorted((DATA_RAW / "lungs" / "lll").glob("*.csv"))
+        inputs += sorted((DATA_RAW / "bones" / "femur").glob("*.wrl"))
+        tags["shape"] = ensure_registered(
+            "shape",
+            {"lungs.npz": shape_dir / "lungs.npz", "femur_left.npz": shape_dir / "femur_left.npz"},
+            inputs,
+            load_params("shape"),
+            metrics,
+        )
+    return {"registered": tags}
+
+
+# ------------------------------------------------------------------------ orchestration
+
+
+def steps() -> list[tuple[str, Callable[[], dict[str, Any]], bool]]:
+    """(name, function, has a DVC stage) for every step, in run order."""
+    return [
+        ("pull", step_pull, False),
+        ("ingest", step_ingest, False),
+        ("train_segmentation", _owner_flow("flows.segmentation", lambda m: m.run()), True),
+        ("build_shape_models", _owner_flow("flows.shape", lambda m: m.run()), True),
+        ("build_population", _owner_flow("flows.population", lambda m: m.run()), True),
+        ("train_surrogate", _owner_flow("flows.simulation", lambda m: m.run()), True),
+        ("fit_demo", step_fit_demo, True),
+        ("simulate_demo", step_simulate_demo, True),
+        ("register", step_register, False),
+        ("serve", step_serve, False),
+    ]
+
+
+def run_step(
+    name: str, fn: Callable[[], dict[str, Any]], dvc_stage: bool, force: bool
+) -> StepOutcome:
+    """Run one step; DVC-tracked steps are skipped when up to date and committed after."""
+    t0 = time.perf_counter()
+    try:
+        if dvc_stage and not force and _dvc_up_to_date(name):
+            return StepOutcome(name, "up to date", time.perf_counter() - t0, "DVC stage unchanged")
+        metrics = fn()
+        if dvc_stage:
+            _dvc_commit(name)
+        return StepOutcome(name, "done", time.perf_counter() - t0, "", _jsonable(metrics))
+    except MissingPart as exc:
+        logger.warning("step %s skipped: %s", name, exc)
+        return StepOutcome(
+            name, "skipped", time.perf_counter() - t0, f"WARNING: part missing: {exc}"
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, the run goes on
+        logger.error("step %s failed: %s", name, traceback.format_exc())
+        return StepOutcome(name, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
+
+
+def _dvc_stages() -> set[str]:
+    import yaml
+
+    path = PROJECT_ROOT / "dvc.yaml"
+    if not path.is_file():
+        return set()
+    return set((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}))
+
+
+def _dvc_up_to_date(stage: str) -> bool:
+    """True when `stage` is in dvc.yaml, recorded in dvc.lock, and `dvc status` is clean."""
+    from dvc.repo import Repo
+
+    if stage not in _dvc_stages():
+        return False
+    with Repo(str(PROJECT_ROOT)) as repo:
+        return not repo.status(targets=[stage])
+
+
+def _dvc_commit(stage: str) -> None:
+    """Record the stage's current deps and outs in dvc.lock (no-op when not in dvc.yaml)."""
+    from dvc.repo import Repo
+
+    if stage not in _dvc_stages():
+        logger.warning("no DVC stage %s in dvc.yaml: not recorded in dvc.lock", stage)
+        return
+    with Repo(str(PROJECT_ROOT)) as repo:
+        repo.commit(stage, force=True)
+
+
+def pipeline_impl(force: bool = False, only: list[str] | None = None) -> list[StepOutcome]:
+    """Run the `pipeline` flow: every step, then the report; returns the step outcomes."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    apply_env_defaults()
+
+    @flow(name="pipeline", validate_parameters=False)
+    def pipeline() -> list[StepOutcome]:
+        from flows.report import write_report
+
+        outcomes = []
+        for name, fn, dvc_stage in steps():
+            if only and name not in only:
+                continue
+            t = task(run_step, name=name, cache_policy=NO_CACHE)
+            outcome = t(name, fn, dvc_stage, force)
+            outcomes.append(outcome)
+            if progress_hook:
+                progress_hook(name, outcome.status)
+        _write_json(PIPELINE_DIR / "steps.json", [asdict(o) for o in outcomes])
+        t0 = time.perf_counter()
+        paths = write_report(outcomes, REPORTS)
+        outcomes.append(StepOutcome("report", "done", time.perf_counter() - t0, str(paths[0])))
+        if progress_hook:
+            progress_hook("report", "done")
+        return outcomes
+
+    return pipeline()
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _write_json(path: Path, doc: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(doc), indent=2, sort_keys=True), encoding="utf-8")
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _jsonable(doc: Any) -> Any:
+    return json.loads(
+        json.dumps(doc, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    )
+
+
+def main(argv: list[str]) -> int:
+    """`python -m flows.pipeline [STEP ...]`: run steps (DVC stage commands use this)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    known = {name: fn for name, fn, _ in steps()}
+    if argv and argv[0] == "report":
+        from flows.report import write_report
+
+        write_report(None, REPORTS)
+        return 0
+    for name in argv:
+        if name not in known:
+            logger.error("unknown step %s; steps are %s", name, sorted(known))
+            return 2
+        known[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
