@@ -225,10 +225,12 @@ def merge_task(result: BatchValidation, root: Path) -> tuple[int, int]:
 @task(name="version-cohort", cache_policy=NO_CACHE)
 def version_task(root: Path) -> str:
     """`dvc add data/cohort` (commits to the cache) and `dvc push` to the default remote."""
+    from dvc.logger import set_loggers_level
     from dvc.repo import Repo
 
     cohort = _paths(root)["cohort"]
-    with Repo(str(root)) as repo:
+    # WARNING: DVC's "to track the changes with git, run ..." hints name cwd-relative paths
+    with set_loggers_level(logging.WARNING), Repo(str(root)) as repo:
         if not repo.config["core"].get("remote"):
             raise DHError(
                 Problem(
@@ -363,13 +365,11 @@ def _store(item: BatchItem, cohort: Path, scale: float) -> int:
     if item.kind in ("image", "label", "labels", "licence"):
         return _copy(item.path, target)
     if item.kind == "dicom":
-        written = 0
-        for src in sorted(p for p in item.path.iterdir() if p.is_file()):
-            stripped = strip_dicom_phi(src, target / src.name)
-            written += 1
-            if stripped:
-                logger.info("%s: blanked %s", item.rel, ", ".join(stripped))
-        return written
+        slices = sorted(p for p in item.path.iterdir() if p.is_file())
+        blanked = {tag for src in slices for tag in strip_dicom_phi(src, target / src.name)}
+        if blanked:
+            logger.info("%s: blanked %s", item.rel, ", ".join(sorted(blanked)))
+        return len(slices)
     if item.kind == "mesh":
         return _copy(item.path, target) if scale == 1.0 else _write_mesh_mm(item, target, scale)
     if item.kind == "points":
