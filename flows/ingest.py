@@ -359,13 +359,13 @@ def _merge_subjects(subjects: pd.DataFrame | None, table: Path) -> int:
 
 def _store(item: BatchItem, cohort: Path, scale: float) -> int:
     """Write one item into the cohort; returns the number of files written."""
-    from validation.images import strip_dicom_phi
+    from validation.images import is_dicom_file, strip_dicom_phi
 
     target = cohort / item.rel
     if item.kind in ("image", "label", "labels", "licence"):
         return _copy(item.path, target)
     if item.kind == "dicom":
-        slices = sorted(p for p in item.path.iterdir() if p.is_file())
+        slices = sorted(p for p in item.path.iterdir() if p.is_file() and is_dicom_file(p))
         blanked = {tag for src in slices for tag in strip_dicom_phi(src, target / src.name)}
         if blanked:
             logger.info("%s: blanked %s", item.rel, ", ".join(sorted(blanked)))
