@@ -149,11 +149,17 @@ def register_model(
     record.model = name
     with bentoml.models.create(name, module=MODULE, _model_store=store) as ref:
         target = Path(ref.path)
+        names = []
         for stored, src in files.items():
             shutil.copyfile(src, target / stored)
+            names.append(stored)
+            for data in onnx_external_data(Path(src)):  # weights stored beside the graph
+                shutil.copyfile(Path(src).parent / data, target / data)
+                names.append(data)
         if arrays:
             np.savez(target / ARRAYS_FILE, **{k: np.asarray(v) for k, v in arrays.items()})
-        names = sorted(files) + ([ARRAYS_FILE] if arrays else [])
+            names.append(ARRAYS_FILE)
+        names = sorted(set(names))
 
         record.version = ref.tag.version
         record.artefacts = [hash_file(target / n, target) for n in names]
@@ -165,6 +171,35 @@ def register_model(
     append_record(record, log_file)
     logger.info("registered %s with %d artefacts", tag, len(record.artefacts))
     return load_model(tag, store_dir)
+
+
+def onnx_external_data(path: Path) -> list[str]:
+    """Files an ONNX graph keeps its weights in (relative to its folder); [] for other files.
+
+    Raises:
+        DHError: an external data file is missing or lies outside the graph's folder.
+    """
+    if path.suffix.lower() != ".onnx":
+        return []
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = set()
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            locations.add(ExternalDataInfo(tensor).location)
+    for loc in locations:
+        full = (path.parent / loc).resolve()
+        if "/" in loc or not full.is_file():
+            fail(
+                str(path),
+                "external data",
+                loc,
+                "a file beside the ONNX graph",
+                "re-export the model with its weights in one folder (or inside the graph)",
+            )
+    return sorted(locations)
 
 
 def _to_registered(model: Any) -> RegisteredModel:

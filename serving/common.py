@@ -77,8 +77,10 @@ class ServedModel:
         tag: `name:version` in the model store.
         path: its folder in the store.
         record: its lineage record, as a dict.
-        sessions: ONNX file name -> :class:`models.onnx_runtime.SessionInfo`.
-        warmup_s: seconds the warm-up took.
+        sessions: ONNX file name -> :class:`models.onnx_runtime.SessionInfo` (generic loading).
+        handle: the subsystem's own loaded model object (when the concern opens it itself).
+        providers: ONNX file name -> ONNX Runtime providers in use.
+        warmup_s: seconds loading and warm-up took.
     """
 
     concern: str
@@ -86,11 +88,9 @@ class ServedModel:
     path: Path
     record: dict[str, Any]
     sessions: dict[str, Any] = field(default_factory=dict)
+    handle: Any = None
+    providers: dict[str, list[str]] = field(default_factory=dict)
     warmup_s: float = 0.0
-
-    @property
-    def providers(self) -> dict[str, list[str]]:
-        return {name: list(info.providers) for name, info in self.sessions.items()}
 
 
 class ServerState:
@@ -156,8 +156,19 @@ class ServerState:
 STATE = ServerState()
 
 
-def load_served_model(concern: str, warmup: Callable[[ServedModel], None] | None = None) -> None:
+def load_served_model(
+    concern: str,
+    open_model: Callable[[ServedModel], None] | None = None,
+    warmup: Callable[[ServedModel], None] | None = None,
+) -> None:
     """Load the model version of `concern` from the store, open its ONNX sessions, warm up.
+
+    Args:
+        concern: segment, generate, fit or simulate.
+        open_model: opens the model through its subsystem's own loader, setting
+            `model.handle` and `model.providers`; without it every `.onnx` file of the model
+            gets a session of its own (`model.sessions`).
+        warmup: runs the model once on real-shaped input before the server reports ready.
 
     A model absent from the store leaves the concern unavailable (its endpoint answers 503)
     rather than stopping the server, so the other concerns still serve.
@@ -176,12 +187,14 @@ def load_served_model(concern: str, warmup: Callable[[ServedModel], None] | None
     model = ServedModel(concern, reg.tag, reg.path, reg.record.to_dict())
     try:
         start = time.perf_counter()
-        for onnx_file in sorted(reg.path.glob("*.onnx")):
-            model.sessions[onnx_file.name] = make_session(
-                onnx_file, intra_op_threads=SETTINGS.onnx_threads
-            )
-        for info in model.sessions.values():
-            warm_up_session(info.session)
+        if open_model is not None:
+            open_model(model)
+        else:
+            for onnx_file in sorted(reg.path.glob("*.onnx")):
+                info = make_session(onnx_file, intra_op_threads=SETTINGS.onnx_threads)
+                model.sessions[onnx_file.name] = info
+                model.providers[onnx_file.name] = list(info.providers)
+                warm_up_session(info.session)
         if warmup is not None:
             warmup(model)
         model.warmup_s = time.perf_counter() - start

@@ -57,10 +57,26 @@ class _Base:
         """Load this concern's model (see :func:`serving.common.load_served_model`)."""
 
 
+def _bundled_models(apis: tuple[type, ...]) -> dict[str, bentoml.models.BentoModel]:
+    """The registered model version of each concern, declared so `bentoml build` bundles it."""
+    from bentoml.exceptions import NotFound
+
+    out = {}
+    for api in apis:
+        spec = SETTINGS.models.get(api.CONCERN, "")
+        try:
+            model = bentoml.models.get(spec if ":" in spec else f"{spec}:latest")
+        except (NotFound, ValueError):
+            continue
+        out[f"bundled_model_{api.CONCERN}"] = bentoml.models.BentoModel(str(model.tag))
+    return out
+
+
 def _service(name: str, *apis: type) -> type:
     """A BentoML service class named `name` with the APIs of `apis` and the shared middleware."""
     doc = f"The {', '.join(a.CONCERN for a in apis)} endpoint(s) of the digital-human platform."
-    cls = type(name, (*apis, _Base), {"__doc__": doc, "__module__": __name__, "__qualname__": name})
+    attrs = {"__doc__": doc, "__module__": __name__, "__qualname__": name}
+    cls = type(name, (*apis, _Base), {**attrs, **_bundled_models(apis)})
     svc = bentoml.service(
         name=name.lower(),
         traffic=TRAFFIC,
