@@ -20,6 +20,9 @@ def fit_cmd(
     feature: list[str] = typer.Option(
         None, "--feature", "-f", help="Known feature NAME=VALUE (repeatable)."
     ),
+    model: list[Path] = typer.Option(
+        None, "--model", help="Shape model .npz to use for its structure (default: built one)."
+    ),
     axes: str = typer.Option(
         "LPS",
         "--axes",
@@ -29,11 +32,13 @@ def fit_cmd(
     """Fit shape models to a subject; writes fit.json, <structure>.vtp and a residual PNG."""
     from dh.console import console, progress
     from models.fitting import fit_subject, read_inputs, write_fit_outputs
+    from models.shape import ShapeModel
 
+    custom = {m.structure: m for m in map(ShapeModel.load, model or [])}
     with progress("fitting", total=None) as advance:
         subject = read_inputs(inputs, structure, feature or [], axes)
         advance(description=f"fitting {', '.join(subject.observations)}")
-        result = fit_subject(subject)
+        result = fit_subject(subject, models=custom)
         advance(description="writing outputs")
         path = write_fit_outputs(result, subject, out)
     for name, fit in result.fits.items():

@@ -116,15 +116,26 @@ def fit_points(
     return fit_model(model, points, opts, landmarks, orientation_for(model, axes))
 
 
-def fit_subject(inputs: SubjectInputs, options: FitOptions | None = None) -> SubjectFit:
-    """Fit every observed structure of a subject and estimate shape-derived features."""
+def fit_subject(
+    inputs: SubjectInputs,
+    options: FitOptions | None = None,
+    models: dict[str, ShapeModel] | None = None,
+) -> SubjectFit:
+    """Fit every observed structure of a subject and estimate shape-derived features.
+
+    Args:
+        inputs: the subject's checked inputs.
+        options: fit options (default: params.yaml `fitting`).
+        models: structure -> shape model to use instead of the built one (e.g. a model
+            built without this subject, for a held-out demonstration).
+    """
     from models.shape import load_structure_model
 
     t0 = time.perf_counter()
     fits, features = {}, []
     params = load_params("fitting")
     for name, obs in inputs.observations.items():
-        model = load_structure_model(name)
+        model = (models or {}).get(name) or load_structure_model(name)
         lms = {k: v for k, v in inputs.landmarks.items() if k in model.landmarks}
         fit = fit_points(obs.points, name, obs.axes, lms, options, model, obs.source)
         fits[name] = fit
