@@ -307,6 +307,14 @@ def _read_source(source):  # noqa: ANN001, ANN202
     if isinstance(source, trimesh.Trimesh):
         return source, None, "surface"
     path = Path(source)
+    if not path.exists():
+        fail(
+            str(path),
+            "",
+            "missing",
+            "a dh fit output folder or a femur mesh file",
+            "check the path; run dh fit first to create the folder",
+        )
     if path.is_dir():
         vtp = path / FIT_SURFACE
         if not vtp.is_file():
@@ -326,6 +334,8 @@ def _read_source(source):  # noqa: ANN001, ANN202
                 fail(str(fj), "", str(exc), "valid JSON", "re-run dh fit")
             coeffs = _find_coefficients(fit)
             structure = fit.get("structure", "femur_left")
+            if "structures" in fit and "femur_left" not in fit["structures"]:
+                structure = ",".join(fit["structures"]) or "none"
             if structure != "femur_left":
                 fail(
                     str(fj),
@@ -339,6 +349,11 @@ def _read_source(source):  # noqa: ANN001, ANN202
 
 
 def _find_coefficients(fit: dict[str, Any]) -> list[float] | None:
+    """The femur's shape coefficients: `structures.femur_left.coefficients` (dh fit), else a
+    top-level `shape_coefficients`/`coefficients`."""
+    femur = fit.get("structures", {}).get("femur_left")
+    if isinstance(femur, dict) and femur.get("coefficients") is not None:
+        return list(femur["coefficients"])
     for key in ("shape_coefficients", "coeffs", "coefficients"):
         if key in fit and fit[key] is not None:
             return list(fit[key])

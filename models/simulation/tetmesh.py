@@ -118,6 +118,8 @@ def remesh(mesh: trimesh.Trimesh, n_vertices: int) -> trimesh.Trimesh:
         out = clustering.create_mesh().clean().triangulate()
         faces = np.asarray(out.faces).reshape(-1, 4)[:, 1:]
         result = trimesh.Trimesh(np.asarray(out.points, float), faces, process=True)
+        if not (result.is_watertight and result.is_winding_consistent):
+            result = _meshfix(result)
         if result.is_watertight and result.is_winding_consistent:
             trimesh.repair.fix_normals(result)
             return result
@@ -130,6 +132,15 @@ def remesh(mesh: trimesh.Trimesh, n_vertices: int) -> trimesh.Trimesh:
         "a closed remeshed surface",
         "raise simulation.mesh.surface_vertices in params.yaml",
     )
+
+
+def _meshfix(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Repair non-manifold edges and holes (MeshFix), keeping the largest component."""
+    import pymeshfix
+
+    fixer = pymeshfix.MeshFix(np.asarray(mesh.vertices, float), np.asarray(mesh.faces, np.int32))
+    fixer.repair()
+    return trimesh.Trimesh(np.asarray(fixer.points), np.asarray(fixer.faces), process=True)
 
 
 def tetrahedralize(
