@@ -110,7 +110,7 @@ class BodyModel:
         return np.ones(self.n_params)
 
     def default_params(self, sex: str | None = None) -> np.ndarray:
-        """`(n_params,)` neutral parameters: phenotypes 0.5 (gender 0/1 for M/F), no local change."""
+        """`(n_params,)` neutral parameters: phenotypes 0.5 (gender 0 M / 1 F), no local change."""
         p = np.zeros(self.n_params)
         p[: len(PHENOTYPES)] = 0.5
         if sex in ("M", "F"):
@@ -139,7 +139,7 @@ class BodyModel:
         return torch.cat([w, pos, neg], dim=1)
 
     def vertices(self, params: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Rest-pose vertices `(batch, n_vertices, 3)`, RAS mm, of parameters `(batch, n_params)`."""
+        """Rest-pose vertices `(batch, n_vertices, 3)`, RAS mm, of `(batch, n_params)`."""
         params = torch.as_tensor(params, dtype=self.template.dtype)
         if params.ndim == 1:
             params = params[None]

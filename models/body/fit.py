@@ -64,6 +64,7 @@ def fit_bodies(
     lr: float = 0.05,
     local_ridge: float = 0.01,
     batch_size: int = 64,
+    volume_every: int = 10,
     on_batch: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Fit body-shape parameters so that the mesh measurements match `targets`.
@@ -77,6 +78,8 @@ def fit_bodies(
         lr: Adam learning rate (on the unconstrained parameters).
         local_ridge: weight of the squared local changes in the loss.
         batch_size: subjects fitted together.
+        volume_every: iterations between exact volume evaluations (the volume is
+            linearised in the blendshape coefficients in between).
         on_batch: called with the number of subjects finished after each batch.
     """
     lo, hi = body.lower, body.upper
@@ -86,15 +89,17 @@ def fit_bodies(
     out = np.empty_like(init, dtype=float)
     for start in range(0, len(targets), batch_size):
         sl = slice(start, start + batch_size)
-        tgt = torch.as_tensor(targets[sl], dtype=torch.float64)
+        tgt = torch.tensor(targets[sl], dtype=torch.float64)
         mask = torch.isfinite(tgt)
         tgt = torch.nan_to_num(tgt)
         z = torch.tensor(_to_z(init[sl], lo, hi), requires_grad=True)
         opt = torch.optim.Adam([z], lr=lr)
-        for _ in range(n_iter):
+        for it in range(n_iter):
             opt.zero_grad()
             p = lo_t + span_t * torch.sigmoid(z)
-            m = measurements(body.vertices(p), body.joints(p))
+            if it % volume_every == 0:
+                lin = measurements.volume_linearisation(body, p)
+            m = measurements(body, p, linear_volume=lin)
             misfit = (((m - tgt) / tol) ** 2 * mask).sum(1) / mask.sum(1).clamp(min=1)
             loss = misfit.sum() + local_ridge * (p[:, n_phen:] ** 2).sum()
             loss.backward()
@@ -115,5 +120,5 @@ def measure_params(
     with torch.no_grad():
         for start in range(0, len(params), batch_size):
             p = torch.as_tensor(params[start : start + batch_size], dtype=torch.float64)
-            rows.append(measurements(body.vertices(p), body.joints(p)).numpy())
+            rows.append(measurements(body, p).numpy())
     return np.concatenate(rows) if rows else np.empty((0, len(measurements.items)))

@@ -46,30 +46,39 @@ HAND_L = ("wrist.L", "finger", "metacarpal")
 
 
 @dataclass
-class Loop:
-    """A circumference loop in correspondence: crossing edges and their fractions.
+class PointBlock:
+    """Points in correspondence, each on a template edge: ``v_i + t (v_j - v_i)``.
+
+    A vertex is the edge (i, i) with t = 0. Circumference loops keep only the crossing
+    points on the convex hull of the template slice, in hull order (the tape path).
 
     Attributes:
-        i: `(n,)` first vertex of each crossing edge.
+        i: `(n,)` first vertex of each edge.
         j: `(n,)` second vertex.
-        t: `(n,)` fraction along the edge (0 at `i`, 1 at `j`).
-        hull: indices into the n points, in convex-hull order (the tape path).
+        t: `(n,)` fraction along the edge.
     """
 
-    i: torch.Tensor
-    j: torch.Tensor
-    t: torch.Tensor
-    hull: torch.Tensor
+    i: np.ndarray
+    j: np.ndarray
+    t: np.ndarray
 
-    def points(self, v: torch.Tensor) -> torch.Tensor:
-        """Crossing points `(batch, n, 3)` of vertices `(batch, n_vertices, 3)`."""
-        t = self.t[None, :, None]
-        return v[:, self.i] * (1 - t) + v[:, self.j] * t
+    @classmethod
+    def of_vertices(cls, idx: np.ndarray) -> PointBlock:
+        idx = np.asarray(idx, dtype=np.int64).ravel()
+        return cls(idx, idx, np.zeros(len(idx)))
 
-    def girth(self, v: torch.Tensor) -> torch.Tensor:
-        """Convex-hull perimeter `(batch,)` in mm."""
-        p = self.points(v)[:, self.hull]
-        return torch.linalg.norm(p - torch.roll(p, 1, dims=1), dim=-1).sum(-1)
+    def interpolate(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's points of per-vertex values `(..., n_vertices, 3)` -> `(..., n, 3)`."""
+        t = torch.as_tensor(self.t, dtype=x.dtype)[:, None]
+        return x[..., self.i, :] * (1 - t) + x[..., self.j, :] * t
+
+
+def _dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.norm(a - b, dim=-1)
+
+
+def _girth(p: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.norm(p - torch.roll(p, 1, dims=1), dim=-1).sum(-1)
 
 
 @dataclass
@@ -92,11 +101,59 @@ class Measurement:
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(repr=False)
 
 
+class _Volume(torch.autograd.Function):
+    """Enclosed volume (mm^3) as a function of blendshape coefficients, with a hand-written
+    gradient (vertex gradient of the divergence-theorem sum, projected on the blendshapes):
+    far cheaper than autograd through 27k gathered triangles."""
+
+    @staticmethod
+    def forward(ctx, coeffs, template, blend, faces):  # noqa: ANN001, ANN205
+        with torch.no_grad():
+            v = template[None] + torch.einsum("cpd,bc->bpd", blend, coeffs)
+            a, b, c = v[:, faces[:, 0]], v[:, faces[:, 1]], v[:, faces[:, 2]]
+            vol = (torch.cross(a, b, dim=-1) * c).sum(-1).sum(-1) / 6.0
+            g = torch.zeros_like(v)
+            g.index_add_(1, faces[:, 0], torch.cross(b, c, dim=-1))
+            g.index_add_(1, faces[:, 1], torch.cross(c, a, dim=-1))
+            g.index_add_(1, faces[:, 2], torch.cross(a, b, dim=-1))
+            sign = torch.sign(vol)[:, None]
+            grad = torch.einsum("bpd,cpd->bc", g / 6.0, blend) * sign
+        ctx.save_for_backward(grad)
+        return vol.abs()
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        (grad,) = ctx.saved_tensors
+        return grad_out[:, None] * grad, None, None, None
+
+
 @dataclass
 class MeasurementSet:
-    """The measurements taken on every body, in a fixed order."""
+    """The measurements taken on every body, in a fixed order.
+
+    Measurement functions see only named point blocks (loops, landmark vertices, feet,
+    hands), whose template positions and blendshapes are precomputed, so a batch costs a
+    small fraction of the full mesh; weight uses the whole mesh through :class:`_Volume`.
+
+    Attributes:
+        items: the measurements.
+        blocks: block name -> points in correspondence.
+        faces: `(n_faces, 3)` mesh triangles (for the volume).
+        density_kg_m3: whole-body density.
+    """
 
     items: list[Measurement]
+    blocks: dict[str, PointBlock]
+    faces: torch.Tensor
+    density_kg_m3: float
+    _basis: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _block_basis(self, body: BodyModel) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._basis is None:
+            tpl = torch.cat([b.interpolate(body.template) for b in self.blocks.values()])
+            bl = torch.cat([b.interpolate(body.blendshapes) for b in self.blocks.values()], 1)
+            self._basis = (tpl, bl)
+        return self._basis
 
     @property
     def names(self) -> list[str]:
@@ -106,9 +163,52 @@ class MeasurementSet:
     def tolerances(self) -> np.ndarray:
         return np.array([m.tolerance for m in self.items])
 
-    def __call__(self, vertices: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
-        """Measurements `(batch, n_measurements)` (mm, kg) of a batch of bodies."""
-        return torch.stack([m.fn(vertices, joints) for m in self.items], dim=1)
+    def volume_linearisation(
+        self, body: BodyModel, params: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(coeffs, volume, d volume / d coeffs)` at `params`, for cheap fit iterations."""
+        with torch.no_grad():
+            c = body.coefficients(params.detach())
+        c0 = c.clone().requires_grad_(True)
+        vol = _Volume.apply(c0, body.template, body.blendshapes, self.faces)
+        (grad,) = torch.autograd.grad(vol.sum(), c0)
+        return c, vol.detach(), grad
+
+    def __call__(
+        self,
+        body: BodyModel,
+        params: torch.Tensor | np.ndarray,
+        linear_volume: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Measurements `(batch, n_measurements)` (mm, kg) of parameters `(batch, n_params)`.
+
+        Args:
+            body: the anny body model.
+            params: body-shape parameters.
+            linear_volume: optional :meth:`volume_linearisation` near `params`; the volume
+                is then its first-order expansion (used between exact steps of a fit).
+        """
+        params = torch.as_tensor(params, dtype=body.template.dtype)
+        if params.ndim == 1:
+            params = params[None]
+        c = body.coefficients(params)
+        tpl, bl = self._block_basis(body)
+        pts = tpl[None] + torch.einsum("cpd,bc->bpd", bl, c)
+        sizes = [len(b.i) for b in self.blocks.values()]
+        v = dict(zip(self.blocks, torch.split(pts, sizes, dim=1), strict=True))
+        j = body.bone_template[None] + torch.einsum("cpd,bc->bpd", body.bone_blendshapes, c)
+        cols = []
+        for m in self.items:
+            if m.name == "weight_kg":
+                if linear_volume is not None:
+                    c0, v0, g = linear_volume
+                    vol = v0 + ((c - c0) * g).sum(1)
+                else:
+                    vol = _Volume.apply(c, body.template, body.blendshapes, self.faces)
+                cols.append(vol * 1e-9 * self.density_kg_m3)
+            else:
+                cols.append(m.fn(v, j))
+        return torch.stack(cols, dim=1)
 
     def table(self) -> list[dict[str, str]]:
         """Name, unit and procedure of each measurement (for reports and docs)."""
@@ -121,7 +221,7 @@ def slice_loop(
     part: np.ndarray,
     point: np.ndarray,
     normal: np.ndarray,
-) -> Loop:
+) -> PointBlock:
     """Slice the template by a plane, keeping edges with both ends in `part`.
 
     Args:
@@ -152,11 +252,7 @@ def slice_loop(
     u /= np.linalg.norm(u)
     w = np.cross(n, u)
     hull = ConvexHull(np.stack([pts @ u, pts @ w], axis=1)).vertices
-    return Loop(torch.as_tensor(a), torch.as_tensor(b), torch.as_tensor(t), torch.as_tensor(hull))
-
-
-def _floor(v: torch.Tensor) -> torch.Tensor:
-    return v[..., 2].min(dim=1).values
+    return PointBlock(a[hull], b[hull], t[hull])
 
 
 def _extent(points: torch.Tensor, axis: int) -> torch.Tensor:
@@ -239,34 +335,46 @@ def build_measurements(body: BodyModel, density_kg_m3: float = 1010.0) -> Measur
     trochanter = int(hip_zone[np.argmin(v0[hip_zone, 0])])  # most lateral point at the hip
 
     jn = {k: J[k] for k in ("upperarm01.L", "lowerarm01.L", "wrist.L", "foot.L")}
-    foot_t, hand_t = torch.as_tensor(foot), torch.as_tensor(hand)
 
-    def height(vertex: int) -> Callable:
-        return lambda v, j: v[:, vertex, 2] - _floor(v)
+    blocks = dict(loops)
+    blocks["landmarks"] = PointBlock.of_vertices(
+        [crotch, acromion_l, acromion_r, cervicale, patella, trochanter]
+    )
+    blocks["top"] = PointBlock.of_vertices(np.flatnonzero(v0[:, 2] > v0[:, 2].max() - 40.0))
+    blocks["sole"] = PointBlock.of_vertices(np.flatnonzero(v0[:, 2] < v0[:, 2].min() + 25.0))
+    blocks["foot"] = PointBlock.of_vertices(foot)
+    blocks["hand"] = PointBlock.of_vertices(hand)
+    crotch, acromion_l, acromion_r, cervicale, patella, trochanter = range(6)
+
+    def _floor(v: dict[str, torch.Tensor]) -> torch.Tensor:
+        return v["sole"][..., 2].min(dim=1).values
+
+    def height(landmark: int) -> Callable:
+        return lambda v, j: v["landmarks"][:, landmark, 2] - _floor(v)
 
     def loop_height(name: str) -> Callable:
-        return lambda v, j: loops[name].points(v)[..., 2].mean(1) - _floor(v)
+        return lambda v, j: v[name][..., 2].mean(1) - _floor(v)
 
     def girth(name: str) -> Callable:
-        return lambda v, j: loops[name].girth(v)
+        return lambda v, j: _girth(v[name])
 
     def extent(name: str, axis: int) -> Callable:
-        return lambda v, j: _extent(loops[name].points(v), axis)
+        return lambda v, j: _extent(v[name], axis)
 
     def joint_dist(a: str, b: str) -> Callable:
-        return lambda v, j: torch.linalg.norm(j[:, jn[a]] - j[:, jn[b]], dim=-1)
+        return lambda v, j: _dist(j[:, jn[a]], j[:, jn[b]])
 
     def weight(v: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        return mesh_volume(v, faces_t) * 1e-9 * density_kg_m3
+        raise RuntimeError("weight is computed on the whole mesh by MeasurementSet")
 
     def hand_length(v: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        d = torch.linalg.norm(v[:, hand_t] - j[:, jn["wrist.L"]][:, None], dim=-1)
+        d = torch.linalg.norm(v["hand"] - j[:, jn["wrist.L"]][:, None], dim=-1)
         return d.max(dim=1).values
 
     M = Measurement
     items = [
         M("stature_mm", "mm", "highest vertex z minus the floor", 5.0,
-          lambda v, j: v[..., 2].max(1).values - _floor(v)),
+          lambda v, j: v["top"][..., 2].max(1).values - _floor(v)),
         M("weight_kg", "kg", f"mesh volume x {density_kg_m3:g} kg/m^3", 1.0, weight),
         M("chest_circumference_mm", "mm", "hull girth of the trunk, horizontal plane at 62% "
           "from hip joint to shoulder joint", 15.0, girth("chest")),
@@ -311,12 +419,12 @@ def build_measurements(body: BodyModel, density_kg_m3: float = 1010.0) -> Measur
         M("chest_height_mm", "mm", "mean height of the chest loop above the floor", 8.0,
           loop_height("chest")),
         M("acromion_radiale_length_mm", "mm", "left acromion vertex to elbow joint distance",
-          8.0, lambda v, j: torch.linalg.norm(v[:, acromion_l] - j[:, jn["lowerarm01.L"]], dim=-1)),
+          8.0, lambda v, j: _dist(v["landmarks"][:, acromion_l], j[:, jn["lowerarm01.L"]])),
         M("radiale_stylion_length_mm", "mm", "left elbow joint to wrist joint distance", 8.0,
           joint_dist("lowerarm01.L", "wrist.L")),
         M("biacromial_breadth_mm", "mm", "distance between left and right top-of-shoulder "
-          "vertices", 8.0, lambda v, j: torch.linalg.norm(v[:, acromion_l] - v[:, acromion_r],
-                                                          dim=-1)),
+          "vertices", 8.0,
+          lambda v, j: _dist(v["landmarks"][:, acromion_l], v["landmarks"][:, acromion_r])),
         M("hip_breadth_mm", "mm", "x extent of the buttock loop", 8.0, extent("buttock", 0)),
         M("buttock_depth_mm", "mm", "y extent of the buttock loop", 8.0, extent("buttock", 1)),
         M("chest_breadth_mm", "mm", "x extent of the chest loop", 8.0, extent("chest", 0)),
@@ -326,8 +434,8 @@ def build_measurements(body: BodyModel, density_kg_m3: float = 1010.0) -> Measur
         M("head_breadth_mm", "mm", "x extent of the head loop", 5.0, extent("head", 0)),
         M("head_length_mm", "mm", "y extent of the head loop", 5.0, extent("head", 1)),
         M("foot_length_mm", "mm", "y extent of the left foot and toes", 5.0,
-          lambda v, j: _extent(v[:, foot_t], 1)),
+          lambda v, j: _extent(v["foot"], 1)),
         M("hand_length_mm", "mm", "largest distance from the left wrist joint to a hand vertex",
           5.0, hand_length),
     ]  # fmt: skip
-    return MeasurementSet(items)
+    return MeasurementSet(items, blocks, faces_t, density_kg_m3)

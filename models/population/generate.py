@@ -1,0 +1,310 @@
+"""Generate a digital human from any subset of features: the API `dh generate` and serving call.
+
+``generate({"sex": "F", "age_years": 35, "stature_mm": 1620, "weight_kg": 55})`` conditions
+the population model on the given features, predicts every other feature with an interval,
+builds the expected body (anny skin, RAS mm) with its per-vertex standard deviation (mm),
+places the lung and femur mean shapes and carries the HRA organs with the skin.
+:func:`generate_batch` does the same for a list of requests (one body evaluation per batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import trimesh
+from scipy.stats import norm
+
+from dh.config import ARTIFACTS, load_params
+from dh.errors import DHError, Problem
+from models.population.model import SEXES, PopulationModel
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = ARTIFACTS / "population"
+
+
+@dataclass
+class FeaturePrediction:
+    """A predicted feature: mean, standard deviation and a two-sided interval (its unit)."""
+
+    name: str
+    mean: float
+    sd: float
+    lower: float
+    upper: float
+    level: float
+
+
+@dataclass
+class GeneratedHuman:
+    """One generated digital human (all geometry in the body frame, RAS mm).
+
+    Attributes:
+        given: the request, as validated (sex as "F"/"M", numbers in catalogue units).
+        sex_probability: P(F), P(M) given the request (1/0 when sex was given).
+        predictions: every feature not given, with intervals.
+        body_params: `(n_params,)` anny body-shape parameters of the skin.
+        skin: the expected body surface.
+        vertex_std_mm: `(n_vertices,)` per-vertex standard deviation of the skin position.
+        body_measurements: measurements taken on the generated skin (mm, kg).
+        structures: lung / femur mean shapes placed in the body.
+        organs: HRA organs carried with the skin.
+        seconds: wall time of the generation.
+    """
+
+    given: dict[str, Any]
+    sex_probability: dict[str, float]
+    predictions: dict[str, FeaturePrediction]
+    body_params: np.ndarray
+    skin: trimesh.Trimesh
+    vertex_std_mm: np.ndarray
+    body_measurements: dict[str, float]
+    structures: dict[str, trimesh.Trimesh] = field(default_factory=dict)
+    organs: dict[str, trimesh.Trimesh] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Generator:
+    """Holds the loaded model, body model, organ atlases and structure models."""
+
+    def __init__(self, model_dir: Path = MODEL_DIR, params: dict[str, Any] | None = None):
+        from models.body.anny_body import load_body_model
+        from models.body.measure import build_measurements
+
+        self.params = params or load_params("population")
+        self.model = PopulationModel.load(Path(model_dir) / "population.npz")
+        self.body = load_body_model()
+        self.measurements = build_measurements(self.body, self.params["body_density_kg_m3"])
+        self.atlases = _load_atlases(Path(model_dir))
+        self.structures = _load_structures()
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, features: dict[str, Any]) -> tuple[str | None, dict[str, float]]:
+        """Split a request into sex and numeric features, checking names and ranges.
+
+        Raises:
+            DHError: unknown feature, wrong type, or value outside the valid range (the
+                message gives the valid range), or a feature the model does not cover.
+        """
+        from dh.cohort import check_feature_values
+
+        check_feature_values(features)
+        sex = features.get("sex")
+        numeric = {k: float(v) for k, v in features.items() if k != "sex"}
+        missing = [k for k in numeric if k not in self.model.feature_names]
+        if missing:
+            raise DHError(
+                [
+                    Problem(
+                        "request",
+                        k,
+                        k,
+                        "a feature the population model covers",
+                        f"use one of {len(self.model.feature_names)} modelled features, "
+                        "e.g. stature_mm, weight_kg, chest_circumference_mm",
+                        "feature",
+                    )
+                    for k in missing
+                ]
+            )
+        return sex, numeric
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(
+        self, features: dict[str, Any], with_organs: bool = True, seed: int = 0
+    ) -> GeneratedHuman:
+        """The expected digital human given `features` (any subset, catalogue units)."""
+        return self.generate_batch([features], with_organs=with_organs, seed=seed)[0]
+
+    def generate_batch(
+        self, requests: list[dict[str, Any]], with_organs: bool = True, seed: int = 0
+    ) -> list[GeneratedHuman]:
+        """Generate one human per request; the body refinement runs as one batch."""
+        t0 = time.perf_counter()
+        parsed = [self.validate(r) for r in requests]
+        conds = [self._predict(sex, num) for sex, num in parsed]
+        params0 = np.stack([c[2] for c in conds])
+        targets = np.full((len(requests), len(self.measurements.names)), np.nan)
+        for k, (_, num) in enumerate(parsed):
+            for name, value in num.items():
+                if name in self.measurements.names:
+                    targets[k, self.measurements.names.index(name)] = value
+        params = self._refine(params0, targets)
+        rng = np.random.default_rng(seed)
+        out = []
+        for k, (sex, num) in enumerate(parsed):
+            weights, predictions, p_mean, samples = conds[k]
+            skin = self.body.mesh(params[k])
+            std = self._vertex_std(params[k], samples + (params[k] - p_mean), rng)
+            measured = self.measurements(self.body, params[k][None]).detach().numpy()[0]
+            human = GeneratedHuman(
+                given={**({"sex": sex} if sex else {}), **num},
+                sex_probability=weights,
+                predictions=predictions,
+                body_params=params[k],
+                skin=skin,
+                vertex_std_mm=std,
+                body_measurements=dict(
+                    zip(self.measurements.names, measured.tolist(), strict=True)
+                ),
+            )
+            if with_organs:
+                self._add_inside(human, sex or max(weights, key=weights.get))
+            out.append(human)
+        elapsed = time.perf_counter() - t0
+        for h in out:
+            h.seconds = elapsed / len(out)
+        return out
+
+    def _predict(self, sex: str | None, numeric: dict[str, float]):  # noqa: ANN202
+        """Mixture conditional: sex weights, feature predictions, mean params, param samples."""
+        model = self.model
+        conds, weights = model.conditionals(numeric, sex)
+        level = float(self.params["interval_level"])
+        zq = float(norm.ppf(0.5 + level / 2))
+        free = next(iter(conds.values())).index
+        means = np.stack([conds[s].mean for s in conds])  # (n_sex, n_free)
+        vars_ = np.stack([np.diag(conds[s].cov) for s in conds])
+        w = np.array([weights[s] for s in conds])[:, None]
+        mean = (w * means).sum(0)
+        var = (w * (vars_ + means**2)).sum(0) - mean**2
+        sd = np.sqrt(np.clip(var, 0, None))
+        predictions = {}
+        for pos, idx in enumerate(free):
+            if idx < model.n_features:
+                name = model.names[idx]
+                predictions[name] = FeaturePrediction(
+                    name, float(mean[pos]), float(sd[pos]),
+                    float(mean[pos] - zq * sd[pos]), float(mean[pos] + zq * sd[pos]), level,
+                )  # fmt: skip
+        p_pos = np.flatnonzero(free >= model.n_features)
+        lo, hi = self.body.lower, self.body.upper
+        p_mean = np.clip(mean[p_pos], lo, hi)
+        # parameter samples for the per-vertex std: sex drawn by weight, then its conditional
+        n = int(self.params["vertex_std_samples"])
+        rng = np.random.default_rng(0)
+        sexes = list(conds)
+        picks = rng.choice(len(sexes), size=n, p=w.ravel())
+        samples = np.stack(
+            [
+                rng.multivariate_normal(
+                    conds[sexes[k]].mean[p_pos],
+                    conds[sexes[k]].cov[np.ix_(p_pos, p_pos)],
+                    method="eigh",
+                )
+                for k in picks
+            ]
+        )
+        return weights, predictions, p_mean, samples
+
+    def _refine(self, params0: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Pull bodies onto the given mesh-measurable features (no-op where none given)."""
+        from models.body.fit import fit_bodies
+
+        n_iter = int(self.params["refine_iterations"])
+        rows = np.flatnonzero(np.isfinite(targets).any(1))
+        params = params0.copy()
+        if n_iter and len(rows):
+            fit = fit_bodies(
+                self.body, self.measurements, targets[rows], params0[rows], n_iter=n_iter,
+                lr=float(self.params["fit_learning_rate"]),
+                local_ridge=float(self.params["fit_local_ridge"]), batch_size=len(rows),
+            )  # fmt: skip
+            params[rows] = fit.params
+        return params
+
+    def _vertex_std(
+        self, params: np.ndarray, samples: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Per-vertex std (mm): RMS distance of sampled bodies from the expected body."""
+        samples = np.clip(samples, self.body.lower, self.body.upper)
+        with torch.no_grad():
+            v = self.body.vertices(samples).numpy()  # (n, V, 3)
+            v0 = self.body.vertices(params).numpy()[0]
+        return np.sqrt(((v - v0[None]) ** 2).sum(-1).mean(0))
+
+    def _add_inside(self, human: GeneratedHuman, sex: str) -> None:
+        from models.organs.hra import carry
+        from models.organs.structures import place_structures
+
+        verts = np.asarray(human.skin.vertices)
+        if sex in self.atlases:
+            human.organs = carry(self.atlases[sex], verts)
+        with torch.no_grad():
+            joints = self.body.joints(human.body_params)[0].numpy()
+        human.structures = place_structures(self.structures, self.body, verts, joints)
+
+    def sample(
+        self, n: int, features: dict[str, Any], rng: np.random.Generator
+    ) -> list[dict[str, float]]:
+        """Draw `n` virtual subjects given `features`: every feature and body parameter."""
+        sex, numeric = self.validate(features)
+        conds, weights = self.model.conditionals(numeric, sex)
+        sexes = list(conds)
+        picks = rng.choice(len(sexes), size=n, p=[weights[s] for s in sexes])
+        out = []
+        for k in picks:
+            c = conds[sexes[k]]
+            draw = rng.multivariate_normal(c.mean, c.cov, method="eigh")
+            row = {"sex": sexes[k], **numeric}
+            row.update({self.model.names[i]: float(x) for i, x in zip(c.index, draw, strict=True)})
+            out.append(row)
+        return out
+
+
+def _load_atlases(model_dir: Path) -> dict:
+    from models.organs.hra import OrganAtlas
+
+    out = {}
+    for s in SEXES:
+        path = model_dir / f"organs_{s}.npz"
+        if path.is_file():
+            out[s] = OrganAtlas.load(path)
+    return out
+
+
+def _load_structures() -> dict:
+    try:
+        from models.shape.model import ShapeModel
+    except ImportError:  # the shape package is optional for the body alone
+        return {}
+    out = {}
+    for path in sorted((ARTIFACTS / "shape").glob("*.npz")):
+        try:
+            out[path.stem] = ShapeModel.load(path)
+        except (DHError, KeyError, ValueError) as exc:
+            logger.warning("shape model %s not loaded: %s", path.name, exc)
+    return out
+
+
+_LOCK = threading.Lock()
+_GENERATOR: dict[str, Generator] = {}
+
+
+def default_generator() -> Generator:
+    """The process-wide generator over `artifacts/population` (loaded once)."""
+    with _LOCK:
+        if "default" not in _GENERATOR:
+            _GENERATOR["default"] = Generator()
+        return _GENERATOR["default"]
+
+
+def generate(features: dict[str, Any], with_organs: bool = True) -> GeneratedHuman:
+    """Generate the expected digital human for `features` (see :class:`Generator`)."""
+    return default_generator().generate(features, with_organs=with_organs)
+
+
+def generate_batch(
+    requests: list[dict[str, Any]], with_organs: bool = True
+) -> list[GeneratedHuman]:
+    """Batched :func:`generate` (for adaptive batching in serving)."""
+    return default_generator().generate_batch(requests, with_organs=with_organs)
