@@ -99,13 +99,15 @@ def fit_lung_subject(
 
     A module-level function so that Dask and process pools can ship it to workers.
     """
-    from models.fitting.core import FitOptions, fit_model
+    from models.fitting.api import fit_points
+    from models.fitting.core import FitOptions
     from models.shape.lungs import LUNG_DIR, read_lung_points
     from models.shape.model import ShapeModel
 
     model = ShapeModel.load(model_file)
     truth = read_lung_points(Path(raw_dir) / LUNG_DIR / f"landmarksLLL-{subject_id}.csv")
-    fit = fit_model(model, truth, FitOptions.from_params(options or {}))
+    opts = FitOptions.from_params(options or {})
+    fit = fit_points(truth, "lungs", "LPS", options=opts, model=model, source=subject_id)
     return LungFit(
         subject_id=subject_id,
         residual_mean_mm=float(fit.residual.mean_mm),
@@ -204,35 +206,19 @@ def step_fit_demo() -> dict[str, Any]:
     metrics: dict[str, Any] = {"warnings": []}
 
     # 1. segmentation of the demo CT by the trained model
-    try:
-        from models.segmentation.infer import segment
+    metrics["segmentation"] = _segment_demo(params, out, metrics["warnings"])
 
-        seg = segment(DATA_RAW / params["ct"], out / "segmentation")
-        metrics["segmentation"] = {
-            "model_version": seg.model_version,
-            "volumes_ml": seg.volumes_ml,
-            "seconds": round(seg.seconds, 2),
-            "render": str(seg.render) if seg.render else "",
-        }
-        if "femur_left" not in seg.volumes_ml:
-            metrics["warnings"].append(
-                f"the segmentation model has no femur_left ({params['ct']} is an abdominal CT "
-                "whose field of view ends above the hip); the femur is fitted to the surface of "
-                f"femur subject {params['femur_subject']} instead"
-            )
-    except (ImportError, FileNotFoundError) as exc:
-        metrics["warnings"].append(f"segmentation of the demo CT skipped: {exc}")
-
-    # 2. left femur: the femur shape model fitted to the subject's surface points
+    # 2. left femur: the fitting API on the femur surface, written as a `dh fit` folder
     metrics["femur"] = _fit_femur(params, out)
 
     # 3. held-out lungs: model rebuilt without them, fits mapped over subjects
     train_ids, held_out = lung_split(DATA_RAW, int(params["lung_held_out"]))
     model_file = build_lung_model_on(train_ids, DATA_RAW, out / "lungs_train.npz")
+    config = runner_config()
     fits = map_subjects(
         fit_lung_subject,
         held_out,
-        config=runner_config(),
+        config=config,
         model_file=str(model_file),
         raw_dir=str(DATA_RAW),
         options=load_params("fitting"),
@@ -241,110 +227,104 @@ def step_fit_demo() -> dict[str, Any]:
         "n_training_subjects": len(train_ids),
         "held_out": [asdict(f) | {"coeffs": f.coeffs[:5]} for f in fits],
         "vertex_error_mm": float(np.mean([f.vertex_error_mm for f in fits])),
-        "runner": runner_config().describe(),
+        "residual_mean_mm": float(np.mean([f.residual_mean_mm for f in fits])),
+        "runner": config.describe(),
     }
     _write_json(PIPELINE_DIR / "fit_demo.json", metrics)
     return metrics
 
 
-def _fit_femur(params: dict[str, Any], out: Path) -> dict[str, Any]:
-    import trimesh
+def _segment_demo(params: dict[str, Any], out: Path, warnings: list[str]) -> dict[str, Any]:
+    """The trained segmentation model on the demo CT (outputs under `out/segmentation`)."""
+    from dh.errors import DHError
 
-    from models.fitting.core import FitOptions, fit_model
+    try:
+        from models.segmentation.infer import segment
+
+        seg = segment(DATA_RAW / params["ct"], out / "segmentation")
+    except (ImportError, FileNotFoundError, DHError) as exc:
+        warnings.append(f"segmentation of the demo CT skipped: {exc}")
+        return {}
+    if "femur_left" not in seg.volumes_ml:
+        warnings.append(
+            f"the segmentation has no femur_left ({params['ct']} is an abdominal CT whose field "
+            "of view ends above the hip, and no demo CT shows a femur); femur_left is fitted to "
+            f"the surface of femur subject {params['femur_subject']} instead"
+        )
+    return {
+        "model_version": seg.model_version,
+        "volumes_ml": seg.volumes_ml,
+        "seconds": round(seg.seconds, 2),
+        "providers": seg.providers,
+    }
+
+
+def _fit_femur(params: dict[str, Any], out: Path) -> dict[str, Any]:
+    """femur_left fitted to a femur surface (mm) through the fitting API; `dh fit` outputs."""
+    from models.fitting.api import fit_subject, write_fit_outputs
+    from models.fitting.inputs import read_inputs
     from models.meshio import read_mesh
-    from models.render import render_meshes
-    from models.shape.build import load_structure_model
     from models.shape.femur import FEMUR_DIR
 
-    model = load_structure_model("femur_left")
-    surface = read_mesh(DATA_RAW / FEMUR_DIR / f"{params['femur_subject']}.wrl")
-    points, _ = trimesh.sample.sample_surface(surface, int(params["femur_points"]), seed=0)
-    fit = fit_model(model, np.asarray(points), FitOptions.from_params(load_params("fitting")))
-    mesh = fit.mesh
-    mesh.export(out / "femur_left_fit.stl")
-    np.save(out / "femur_left_coeffs.npy", fit.coeffs)
-    render_meshes(
-        {"femur_left": mesh},
-        out / "femur_left_fit.png",
-        scalars={"femur_left": fit.vertex_residual_mm},
-        scalar_title="residual (mm)",
-        title="femur_left fit",
-    )
+    # the fitting inputs take meshes as STL/PLY/VTP..., the femur data are VRML
+    surface = out / f"femur_observed_{params['femur_subject']}.stl"
+    read_mesh(DATA_RAW / FEMUR_DIR / f"{params['femur_subject']}.wrl").export(surface)
+    inputs = read_inputs([surface], structure="femur_left", axes="LPS")
+    result = fit_subject(inputs)
+    write_fit_outputs(result, inputs, out / "fit")
+    fit = result.fits["femur_left"]
     return {
         "subject": params["femur_subject"],
         "residual_mean_mm": float(fit.residual.mean_mm),
         "residual_p95_mm": float(fit.residual.p95_mm),
         "hausdorff_mm": float(fit.residual.hausdorff_mm),
-        "seconds": float(fit.seconds),
+        "seconds": round(float(fit.seconds), 2),
         "n_components": int(len(fit.coeffs)),
-        "watertight": bool(mesh.is_watertight),
+        "features": {f.name: round(f.value, 2) for f in result.features},
     }
 
 
 def step_simulate_demo() -> dict[str, Any]:
-    """Stance FE on the fitted femur, and the surrogate at the same shape and load."""
-    import trimesh
+    """Stance load case on the demo femur fit: FE, and the surrogate at the fit's coefficients."""
+    from dh.errors import DHError
 
     try:
-        from models.simulation.femur import combine, solve_stance
-        from models.simulation.loads import load_case
+        from models.simulation.api import simulate
     except ImportError as exc:
-        raise MissingPart(f"models.simulation ({exc})") from exc
-    from models.render import render_meshes
-
-    out = PIPELINE_DIR / "demo"
-    fit_file = out / "femur_left_fit.stl"
-    if not fit_file.is_file():
-        raise MissingPart(f"{fit_file} (run fit_demo first)")
-    sp = load_params("simulation")
+        raise MissingPart(f"models.simulation.api ({exc})") from exc
+    fit_dir = PIPELINE_DIR / "demo" / "fit"
+    if not (fit_dir / "fit.json").is_file():
+        raise MissingPart(f"{fit_dir / 'fit.json'} (fit_demo has not run)")
     bw = float(load_params("pipeline")["demo"]["body_weight_kg"])
-    surface = trimesh.load(fit_file, process=False)
-    case = load_case("stance", bw, sp)
-    sol = solve_stance(surface, case, sp, source=str(fit_file))
-    fields = combine(sol.surface_unit, case)
-    vm = np.asarray(fields.von_mises)  # (n_vertices,) MPa on the fitted surface
-    render_meshes(
-        {"femur_left": surface},
-        out / "femur_left_stress.png",
-        scalars={"femur_left": vm},
-        scalar_title="von Mises (MPa)",
-        title=f"stance, {bw:.0f} kg",
-    )
-    metrics: dict[str, Any] = {
-        "body_weight_kg": bw,
-        "n_dofs": int(sol.n_dofs),
-        "fe_seconds": {k: round(v, 2) for k, v in sol.seconds.items()},
-        "von_mises_max_mpa": float(vm.max()),
-        "von_mises_p95_mpa": float(np.percentile(vm, 95)),
-        "strain_energy_j": float(fields.strain_energy_j),
-    }
-    metrics["surrogate"] = _surrogate_at(np.load(out / "femur_left_coeffs.npy"), case, vm)
+    fe = simulate(fit_dir, "stance", bw, mode="fe")
+    fe.write(PIPELINE_DIR / "demo" / "simulate_fe")
+    metrics: dict[str, Any] = {"fe": _sim_summary(fe)}
+    try:
+        sur = simulate(fit_dir, "stance", bw, mode="surrogate")
+        sur.write(PIPELINE_DIR / "demo" / "simulate_surrogate")
+        metrics["surrogate"] = _sim_summary(sur)
+        if len(sur.von_mises) == len(fe.von_mises):
+            err = np.linalg.norm(sur.von_mises - fe.von_mises) / np.linalg.norm(fe.von_mises)
+            metrics["surrogate_rel_l2_vs_fe"] = float(err)
+            metrics["speedup"] = float(fe.seconds / max(sur.seconds, 1e-9))
+    except DHError as exc:
+        metrics["warnings"] = [f"surrogate skipped: {exc}"]
     _write_json(PIPELINE_DIR / "simulate_demo.json", metrics)
     return metrics
 
 
-def _surrogate_at(coeffs: np.ndarray, case: Any, vm_fe: np.ndarray | None) -> dict[str, Any]:
-    """The registered surrogate at the demo's shape and load, compared with FE when it can be."""
-    from dh.errors import DHError
-    from models.registry import load_model
-    from models.simulation.surrogate import OnnxSurrogate
-
-    try:
-        reg = load_model(load_params("serving")["models"]["simulate"])
-        sur = OnnxSurrogate.open(reg.file("model.onnx"))
-    except DHError as exc:
-        return {"skipped": f"no surrogate in the model store: {exc.problems[0].expected}"}
-    load = np.array([case.body_weight_kg, case.hip_force_bw, case.abductor_force_bw])
-    t0 = time.perf_counter()
-    vm, _, energy = sur.run(coeffs, load)
-    out = {
-        "model": reg.tag,
-        "seconds": time.perf_counter() - t0,
-        "von_mises_max_mpa": float(vm.max()),
-    }
-    if vm_fe is not None and len(vm_fe) == len(vm):
-        out["rel_l2_vs_fe"] = float(np.linalg.norm(vm - vm_fe) / np.linalg.norm(vm_fe))
-    return out
+def _sim_summary(result: Any) -> dict[str, Any]:
+    s = result.summary()
+    keep = (
+        "mode",
+        "von_mises_peak_mpa",
+        "von_mises_p99_mpa",
+        "displacement_peak_mm",
+        "strain_energy_j",
+        "region_peaks_von_mises_mpa",
+        "time_s",
+    )
+    return {k: s[k] for k in keep if k in s}
 
 
 def step_serve() -> dict[str, Any]:
@@ -557,6 +537,8 @@ def _jsonable(doc: Any) -> Any:
 def main(argv: list[str]) -> int:
     """`python -m flows.pipeline [STEP ...]`: run steps (DVC stage commands use this)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "distributed", "dvc"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     known = {name: fn for name, fn, _ in steps()}
     if argv and argv[0] == "report":
         from flows.report import write_report
