@@ -267,7 +267,8 @@ def _fit_femur(params: dict[str, Any], out: Path) -> dict[str, Any]:
     from models.shape.femur import FEMUR_DIR
 
     # the fitting inputs take meshes as STL/PLY/VTP..., the femur data are VRML
-    surface = out / f"femur_observed_{params['femur_subject']}.stl"
+    (out / "fit").mkdir(parents=True, exist_ok=True)
+    surface = out / "fit" / f"observed_{params['femur_subject']}.stl"
     read_mesh(DATA_RAW / FEMUR_DIR / f"{params['femur_subject']}.wrl").export(surface)
     inputs = read_inputs([surface], structure="femur_left", axes="LPS")
     result = fit_subject(inputs)
@@ -441,9 +442,8 @@ def run_step(
         if dvc_stage and not force and _dvc_up_to_date(name):
             return StepOutcome(name, "up to date", time.perf_counter() - t0, "DVC stage unchanged")
         metrics = fn()
-        if dvc_stage:
-            _dvc_commit(name)
-        return StepOutcome(name, "done", time.perf_counter() - t0, "", _jsonable(metrics))
+        note = _dvc_commit(name) if dvc_stage else ""
+        return StepOutcome(name, "done", time.perf_counter() - t0, note, _jsonable(metrics))
     except MissingPart as exc:
         logger.warning("step %s skipped: %s", name, exc)
         return StepOutcome(
@@ -473,15 +473,21 @@ def _dvc_up_to_date(stage: str) -> bool:
         return not repo.status(targets=[stage])
 
 
-def _dvc_commit(stage: str) -> None:
-    """Record the stage's current deps and outs in dvc.lock (no-op when not in dvc.yaml)."""
+def _dvc_commit(stage: str) -> str:
+    """Record the stage's current deps and outs in dvc.lock; returns a warning or ""."""
     from dvc.repo import Repo
 
     if stage not in _dvc_stages():
-        logger.warning("no DVC stage %s in dvc.yaml: not recorded in dvc.lock", stage)
-        return
-    with Repo(str(PROJECT_ROOT)) as repo:
-        repo.commit(stage, force=True)
+        note = f"WARNING: no DVC stage {stage} in dvc.yaml; not recorded in dvc.lock"
+    else:
+        try:
+            with Repo(str(PROJECT_ROOT)) as repo:
+                repo.commit(stage, force=True)
+            return ""
+        except Exception as exc:  # noqa: BLE001 - the step's work stands; the report says why
+            note = f"WARNING: not recorded in dvc.lock ({type(exc).__name__}: {exc})"
+    logger.warning("%s: %s", stage, note)
+    return note
 
 
 def pipeline_impl(force: bool = False, only: list[str] | None = None) -> list[StepOutcome]:
@@ -506,8 +512,9 @@ def pipeline_impl(force: bool = False, only: list[str] | None = None) -> list[St
                 progress_hook(name, outcome.status)
         _write_json(PIPELINE_DIR / "steps.json", [asdict(o) for o in outcomes])
         t0 = time.perf_counter()
-        paths = write_report(outcomes, REPORTS)
-        outcomes.append(StepOutcome("report", "done", time.perf_counter() - t0, str(paths[0])))
+        write_report(outcomes, REPORTS)
+        note = _dvc_commit("report")
+        outcomes.append(StepOutcome("report", "done", time.perf_counter() - t0, note))
         if progress_hook:
             progress_hook("report", "done")
         return outcomes

@@ -145,15 +145,18 @@ def image_blocks(artifacts: Path, out_dir: Path) -> list[Block]:
     return blocks
 
 
-def lineage_blocks(verify: bool = True) -> list[Block]:
+def lineage_blocks(
+    verify: bool = True, store_dir: Path | None = None, log_file: Path | None = None
+) -> list[Block]:
     """The latest version of each model in the store: its lineage and a hash re-check."""
     from models.registry import list_models, verify_model
 
     blocks = [Block("h2", "Model lineage")]
     latest: dict[str, Any] = {}
-    for m in list_models():
+    versions = list_models(store_dir)
+    for m in versions:
         latest[m.name] = m
-    n_versions = len(list_models())
+    n_versions = len(versions)
     if not latest:
         return blocks + [Block("warn", "no model registered in the model store")]
     blocks.append(Block("p", f"{n_versions} model version(s) in the store; latest of each:"))
@@ -161,7 +164,7 @@ def lineage_blocks(verify: bool = True) -> list[Block]:
         r = m.record
         status = ""
         if verify:
-            rep = verify_model(m.tag)
+            rep = verify_model(m.tag, store_dir, log_file)
             status = "OK" if rep.ok else f"FAILED ({len(rep.mismatches)} mismatches)"
         rows = (
             ("version", m.tag),
@@ -272,6 +275,8 @@ def write_report(
     artifacts: Path = ARTIFACTS,
     bench_dir: Path = BENCH_RESULTS,
     verify: bool = True,
+    store_dir: Path | None = None,
+    log_file: Path | None = None,
 ) -> tuple[Path, Path]:
     """Write `report.md` and `report.html` (and `img/*.png`) into `out_dir`.
 
@@ -281,6 +286,8 @@ def write_report(
         artifacts: where the stages wrote metrics and renderings.
         bench_dir: benchmark results folder.
         verify: re-verify each model's hashes (`dh verify`) for the lineage section.
+        store_dir: model store (default: the BentoML store).
+        log_file: lineage log (default: `artifacts/lineage/lineage.jsonl`).
 
     Returns:
         (markdown path, html path).
@@ -305,7 +312,7 @@ def write_report(
     blocks += metric_blocks(Path(artifacts), Path(bench_dir))
     blocks += image_blocks(Path(artifacts), out_dir)
     try:
-        blocks += lineage_blocks(verify)
+        blocks += lineage_blocks(verify, store_dir, log_file)
     except Exception as exc:  # noqa: BLE001 - the report still says why lineage is absent
         blocks.append(Block("warn", f"lineage unavailable: {type(exc).__name__}: {exc}"))
     blocks += promotion_blocks(Path(artifacts) / "lineage" / "promotions.jsonl")
