@@ -10,7 +10,8 @@ Steps, in order (each a Prefect task or subflow; its outcome goes into the repor
 4. `fit_demo`: segment the demo CT, fit the left femur and a held-out lung (per-subject fits
    mapped by :mod:`flows.runners`); `simulate_demo`: FE and surrogate stance on the femur fit;
 5. `register`: every exported model not yet in the store is registered with its lineage;
-6. `serve`: `bentoml serve` on a free 127.0.0.1 port, one real HTTP call, then stopped;
+6. `serve`: `bentoml serve` on a free 127.0.0.1 port, one real HTTP call (GET /models), then
+   stopped; every served model version is re-verified (`dh verify`);
 7. `report`: `reports/report.md` and `.html` (:mod:`flows.report`).
 
 A part that does not exist yet (its module is missing) is skipped with a warning that the
@@ -365,21 +366,23 @@ def step_serve() -> dict[str, Any]:
             if proc.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited with {proc.returncode}; see {log}")
             try:
-                if httpx.get(f"{url}/livez", timeout=2).status_code == 200:
+                # /readyz answers 200 once every concern is loaded or known to be unavailable
+                if httpx.get(f"{url}/readyz", headers=headers, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         else:
-            raise RuntimeError(f"bentoml serve not live within the timeout; see {log}")
+            raise RuntimeError(f"bentoml serve not ready within the timeout; see {log}")
         started = time.perf_counter() - t0
         t1 = time.perf_counter()
         resp = httpx.get(f"{url}/models", headers=headers, timeout=30)
         answer = {"status_code": resp.status_code, "latency_s": round(time.perf_counter() - t1, 3)}
         try:
             body = resp.json()
-            answer["models"] = sorted(body) if isinstance(body, dict) else body
-        except ValueError:
+            answer["served"] = {m["concern"]: m["tag"] for m in body.get("models", [])}
+            answer["unavailable"] = body.get("unavailable", {})
+        except (ValueError, AttributeError, KeyError, TypeError):
             answer["body"] = resp.text[:200]
         metrics = {"port": port, "startup_s": round(started, 2), "call": "GET /models", **answer}
     finally:
@@ -388,30 +391,94 @@ def step_serve() -> dict[str, Any]:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
+    metrics["verify"] = _verify_served(metrics.get("served", {}))
     _write_json(PIPELINE_DIR / "serve.json", metrics)
     if resp.status_code >= 400:
         raise RuntimeError(f"GET /models answered {resp.status_code}")
     return metrics
 
 
+def _verify_served(served: dict[str, str]) -> dict[str, str]:
+    """`dh verify` of every served model version: tag -> OK or the mismatch count."""
+    from models.registry import verify_model
+
+    out = {}
+    for tag in served.values():
+        rep = verify_model(tag)
+        out[tag] = "OK" if rep.ok else f"FAILED ({len(rep.mismatches)} mismatches)"
+    return out
+
+
 def step_register() -> dict[str, Any]:
-    """Register exported models that their own flows do not register (with lineage)."""
+    """Register the exported models their own flows do not register, with lineage.
+
+    Names and files are what the services load (params.yaml `serving.models`): `shape`
+    (`<structure>.npz`), `population` (the `artifacts/population` files) and `simulation`
+    (`surrogate.onnx` + `surrogate.json`, parent: the `shape` version whose femur model it
+    was trained on). A version is added only when its files changed (no duplicates on rerun).
+    `segmentation` is registered by its own flow.
+    """
     from flows.retrain import ensure_registered
 
-    tags = {}
-    shape_dir = ARTIFACTS / "shape"
-    if (shape_dir / "lungs.npz").is_file() and (shape_dir / "femur_left.npz").is_file():
-        metrics = _read_json(shape_dir / "metrics.json")
+    served = load_params("serving")["models"]
+    tags: dict[str, str] = {}
+    missing: list[str] = []
+    shape_dir, pop_dir, sim_dir = (
+        ARTIFACTS / "shape",
+        ARTIFACTS / "population",
+        ARTIFACTS / "simulation",
+    )
+
+    shape_files = {n: shape_dir / n for n in ("lungs.npz", "femur_left.npz")}
+    if all(p.is_file() for p in shape_files.values()):
         inputs = sorted((DATA_RAW / "lungs" / "lll").glob("*.csv"))
         inputs += sorted((DATA_RAW / "bones" / "femur").glob("*.wrl"))
         tags["shape"] = ensure_registered(
-            "shape",
-            {"lungs.npz": shape_dir / "lungs.npz", "femur_left.npz": shape_dir / "femur_left.npz"},
+            served["fit"],
+            shape_files,
             inputs,
             load_params("shape"),
-            metrics,
+            _read_json(shape_dir / "metrics.json"),
         )
-    return {"registered": tags}
+    else:
+        missing.append("shape")
+
+    pop_names = (
+        "population.npz",
+        "organs_F.npz",
+        "organs_M.npz",
+        "conditional_mean.onnx",
+        "conditional_mean.json",
+    )
+    pop_files = {n: pop_dir / n for n in pop_names if (pop_dir / n).is_file()}
+    if "population.npz" in pop_files:
+        inputs = sorted((DATA_RAW / "anthropometry").rglob("*.csv"))
+        inputs += sorted((DATA_RAW / "meshes" / "hra").rglob("*.glb"))
+        tags["population"] = ensure_registered(
+            served["generate"],
+            pop_files,
+            inputs,
+            load_params("population"),
+            _read_json(pop_dir / "metrics.json"),
+        )
+    else:
+        missing.append("population")
+
+    sim_files = {n: sim_dir / n for n in ("surrogate.onnx", "surrogate.json")}
+    if all(p.is_file() for p in sim_files.values()):
+        sp = load_params("simulation")
+        tags["simulation"] = ensure_registered(
+            served["simulate"],
+            sim_files,
+            [shape_dir / "femur_left.npz"],
+            {k: sp[k] for k in ("material", "mesh", "stance", "surrogate") if k in sp},
+            _read_json(sim_dir / "metrics.json"),
+            parent=tags.get("shape", ""),
+        )
+    else:
+        missing.append("simulation")
+    warnings = [f"{name}: exported files absent, not registered" for name in missing]
+    return {"registered": tags, "warnings": warnings}
 
 
 # ------------------------------------------------------------------------ orchestration
