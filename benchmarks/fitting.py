@@ -140,13 +140,13 @@ def save_held_out_demo(name: str, model: ShapeModel, truth: trimesh.Trimesh, sid
     write_vtp(truth, out / f"{name}_{sid}.vtp")
 
 
-def lung_folds(limit: int | None):
+def lung_folds(limit: int | None, stride: int = 1):
     from models.shape.lungs import load_lungs, triangulate_star
 
     ids, shapes = load_lungs(DATA_RAW)
     aligned, _ = generalised_procrustes(shapes)
     faces = triangulate_star(aligned.mean(axis=0))
-    for i in range(len(shapes))[:limit]:
+    for i in list(range(0, len(shapes), stride))[:limit]:
         model = ShapeModel.from_shapes(np.delete(aligned, i, 0), faces, "lungs")
         truth = trimesh.Trimesh(shapes[i], faces, process=False)
         if i == 0:
@@ -170,6 +170,9 @@ def femur_folds(limit: int | None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 lungs and 3 femurs only")
+    parser.add_argument(
+        "--lung-stride", type=int, default=1, help="hold out every n-th lung only (time)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     pull(["lungs", "femur"])
@@ -177,9 +180,15 @@ def main() -> None:
     opts = methods(base)
     rng = np.random.default_rng(20261203)
     load_before = os.getloadavg()
-    result = {"protocol": __doc__.split("Run:")[0].strip(), "targets": TARGETS, "structures": {}}
+    result = {
+        "protocol": __doc__.split("Run:")[0].strip(),
+        "targets": TARGETS,
+        "lung_stride": args.lung_stride,
+        "quick": args.quick,
+        "structures": {},
+    }
     for name, folds in (
-        ("lungs", lung_folds(5 if args.quick else None)),
+        ("lungs", lung_folds(5 if args.quick else None, args.lung_stride)),
         ("femur_left", femur_folds(3 if args.quick else None)),
     ):
         rows = []

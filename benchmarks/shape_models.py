@@ -16,14 +16,14 @@ from pathlib import Path
 from dh.bench import write_result
 from dh.config import load_params
 from flows.shape import build_and_evaluate
-from models.shape.build import STRUCTURES
+from models.shape.build import BUILT_STRUCTURES
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params("shape")
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = {name: build_and_evaluate(name, params, Path(tmp)) for name in STRUCTURES}
+        metrics = {name: build_and_evaluate(name, params, Path(tmp)) for name in BUILT_STRUCTURES}
     write_result(
         "shape_models",
         {

@@ -45,7 +45,7 @@ def build_and_evaluate(name: str, params: dict[str, Any], out_dir: Path) -> dict
 def _flow_impl(out_dir: Path | None = None) -> dict[str, Any]:
     from prefect import flow, task
 
-    from models.shape.build import SHAPE_DIR, STRUCTURES
+    from models.shape.build import BUILT_STRUCTURES, SHAPE_DIR
 
     out = Path(out_dir or SHAPE_DIR)
     params = load_params("shape")
@@ -54,7 +54,7 @@ def _flow_impl(out_dir: Path | None = None) -> dict[str, Any]:
 
     @flow(name="build_shape_models")
     def build_shape_models() -> dict[str, Any]:
-        return {name: build_task(name, params, out) for name in STRUCTURES}
+        return {name: build_task(name, params, out) for name in BUILT_STRUCTURES}
 
     metrics = build_shape_models()
     out.mkdir(parents=True, exist_ok=True)

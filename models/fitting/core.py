@@ -107,7 +107,7 @@ class ResidualSummary:
         p95_mm: 95th percentile of the same.
         hausdorff_mm: maximum over inliers of the point -> surface distance and over observed
             vertices of the vertex -> nearest point distance.
-        n_points: observed points used.
+        n_points: observed points given.
         n_inliers: points kept as inliers.
     """
 
@@ -136,7 +136,7 @@ class FitResult:
         residual: summary of inlier point -> surface distances.
         seconds: wall time of the fit, s.
         cpu_seconds: CPU time of the fit's process, s (robust to a shared, loaded machine).
-        inlier_mask: `(n_points,)` bool over the points used.
+        inlier_mask: `(n_points,)` bool over all input points.
         details: extra numbers (alignment score, iterations, refinement displacement).
     """
 
@@ -369,7 +369,7 @@ def _fit_model(
 ) -> FitResult:
     t0, c0 = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(opts.seed)
-    pts = np.asarray(points, dtype=float)
+    all_pts = pts = np.asarray(points, dtype=float)
     if len(pts) > opts.max_points:
         pts = pts[rng.choice(len(pts), opts.max_points, replace=False)]
     lm_ids, lm_pts = _landmark_arrays(model, landmarks)
@@ -394,7 +394,7 @@ def _fit_model(
 
     shape = model.instance(coeffs)
     local = pose.inverse().apply(pts)
-    ids, w, inliers = _correspondences(shape, local, opts)
+    _, _, inliers = _correspondences(shape, local, opts)
 
     # 3. bounded non-rigid refinement in the model frame
     refined = shape
@@ -402,8 +402,9 @@ def _fit_model(
         refined = _refine(shape, local[inliers], opts)
     vertices = pose.apply(refined)
 
-    # residuals and uncertainty
-    inlier_pts = pts[inliers] if inliers.any() else pts
+    # residuals and uncertainty, over every input point (not only the subset fitted)
+    _, _, inliers = _correspondences(refined, pose.inverse().apply(all_pts), opts)
+    inlier_pts = all_pts[inliers] if inliers.any() else all_pts
     d_vertex, _ = cKDTree(inlier_pts).query(vertices)
     observed = d_vertex <= 2.0 * opts.refine_sigma_mm
     d_points = _point_to_surface(vertices, model.faces, inlier_pts)
@@ -412,7 +413,7 @@ def _fit_model(
         mean_mm=float(d_points.mean()),
         p95_mm=float(np.percentile(d_points, 95)),
         hausdorff_mm=float(max(d_points.max(), d_vertex[observed].max(initial=0.0))),
-        n_points=int(len(pts)),
+        n_points=int(len(all_pts)),
         n_inliers=int(inliers.sum()),
     )
     return FitResult(

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 LABEL_TO_STRUCTURE = {
     "femur_left": "femur_left",
+    "femur_right": "femur_right",
     "lung_lower_lobe_left": "lungs",
     "lungs": "lungs",
 }

@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dh.config import ARTIFACTS, DATA_RAW, load_params
 from dh.errors import fail
 from models.shape.model import ShapeModel
@@ -17,8 +19,10 @@ from models.shape.model import ShapeModel
 logger = logging.getLogger(__name__)
 
 SHAPE_DIR = ARTIFACTS / "shape"
-STRUCTURES = {"lungs": "lungs", "femur_left": "femur"}
-"""Structure name -> registry group of its training data."""
+STRUCTURES = {"lungs": "lungs", "femur_left": "femur", "femur_right": "femur"}
+"""Structure name -> registry group of its training data (femur_right mirrors femur_left)."""
+BUILT_STRUCTURES = ("lungs", "femur_left")
+"""Structures built from data by the `build_shape_models` stage; the others are derived."""
 
 
 def model_path(name: str, directory: Path = SHAPE_DIR) -> Path:
@@ -62,7 +66,26 @@ def build_structure_model(
         return build_lung_model(raw_dir, params["lungs"])
     from models.shape.femur import build_femur_model
 
+    if name == "femur_right":
+        left = load_structure_model("femur_left", SHAPE_DIR)
+        return mirror_model(left, "femur_right"), {}
     return build_femur_model(raw_dir, params["femur"])
+
+
+def mirror_model(model: ShapeModel, structure: str) -> ShapeModel:
+    """The model mirrored across its sagittal plane (x -> -x in its LPS frame), e.g. the
+    right femur from the left-femur model; faces are reversed to stay outward."""
+    flip = np.array([-1.0, 1.0, 1.0])
+    return ShapeModel(
+        structure=structure,
+        mean=model.mean * flip,
+        faces=model.faces[:, ::-1].copy(),
+        components=model.components * flip,
+        variances=model.variances.copy(),
+        subject_ids=[f"{s} (mirrored)" for s in model.subject_ids],
+        landmarks=dict(model.landmarks),
+        meta={**model.meta, "mirrored_from": model.structure},
+    )
 
 
 def load_structure_model(name: str, directory: Path = SHAPE_DIR) -> ShapeModel:

@@ -38,3 +38,17 @@ def test_metrics_are_consistent_on_a_small_lung_model(raw_data):
     )
     assert 0 < m.generalisation_nearest_mm < m.generalisation_all_modes_mm
     assert m.specificity_mm > 0
+
+
+def test_right_femur_model_mirrors_the_left(raw_data):
+    from models.shape.build import mirror_model
+
+    left = ShapeModel.from_shapes(
+        np.random.default_rng(0).normal(size=(3, 4, 3)),
+        np.array([[0, 1, 2], [0, 2, 3]]),
+        "femur_left",
+    )
+    right = mirror_model(left, "femur_right")
+    np.testing.assert_allclose(right.instance([0.5])[:, 0], -left.instance([0.5])[:, 0])
+    np.testing.assert_allclose(right.instance([0.5])[:, 1:], left.instance([0.5])[:, 1:])
+    assert right.faces[0].tolist() == [2, 1, 0]
