@@ -81,6 +81,10 @@ class GenerateResponse(BaseModel):
     predicted: dict[str, FeaturePrediction] = Field(
         default_factory=dict, description="every other feature, predicted, with uncertainty"
     )
+    sex_probability: dict[str, float] = Field(default_factory=dict)
+    body_measurements: dict[str, float] = Field(
+        default_factory=dict, description="measured on the generated skin (mm, kg)"
+    )
     batch_size: int = Field(1, description="requests served by the same model call")
 
 
@@ -137,6 +141,7 @@ class SimulateResponse(BaseModel):
     von_mises_mpa: list[float] = Field(..., description="per mesh vertex, MPa")
     mode: str = "surrogate"
     seconds: float
+    notes: list[str] = Field(default_factory=list)
 
 
 class StructureResult(BaseModel):

@@ -41,12 +41,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, port: int, log: Path, extra_env: dict[str, str]) -> subprocess.Popen:
+def start_server(
+    home: Path, port: int, log: Path, extra_env: dict[str, str], api_key: str = API_KEY
+) -> subprocess.Popen:
+    """`bentoml serve` of every concern from the store under `home`, API key required."""
     env = {
         **os.environ,
         "BENTOML_HOME": str(home),
         "DH_LINEAGE_LOG": str(home / "lineage.jsonl"),
-        "DH_API_KEY": API_KEY,
+        "DH_API_KEY": api_key,
         "BENTOML_DO_NOT_TRACK": "true",
         **extra_env,
     }
@@ -72,9 +75,10 @@ def start_server(home: Path, port: int, log: Path, extra_env: dict[str, str]) ->
         )
 
 
-def wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, api_key: str = API_KEY) -> None:
+    """Poll /readyz until 200; raise with the server log's tail when it exits or times out."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    headers = {"X-API-Key": API_KEY}
+    headers = {"X-API-Key": api_key}
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
