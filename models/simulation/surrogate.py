@@ -8,8 +8,9 @@ only the shape dependence of the two unit responses and superposes them exactly:
    model; one FE run per shape gives the unit stress `(2, n_vertices, 6)`, unit displacement
    `(2, n_vertices, 3)` on the template's vertices and the `(2, 2)` compliance;
 2. reduced basis: PCA (POD) of the block-normalised unit responses, `n_basis` modes;
-3. regression: a Gaussian process (ARD RBF kernel) from shape coefficients to the modal
-   coefficients;
+3. regression: ridge-linear in the shape coefficients (alpha by leave-one-out CV) plus a
+   Gaussian process (ARD RBF kernel, length scales >= 1 std) on the linear residual, from
+   shape coefficients to the modal coefficients;
 4. ONNX graph: GP mean -> modes -> unit fields -> superposition with the load
    `[body_weight_kg, hip_force_bw, abductor_force_bw]` -> von Mises `(n_vertices,)` MPa,
    displacement `(n_vertices, 3)` mm and strain energy (J), in the shape model's frame.
@@ -115,6 +116,7 @@ class Surrogate:
 
     Attributes:
         x_train: `(n_train, n_components)` GP inputs (standardised shape coefficients).
+        linear_w, linear_b: `(n_components, n_basis)`, `(n_basis,)` ridge part (normalised).
         alpha: `(n_train, n_basis)` GP weights (for normalised targets).
         length_scales: `(n_components,)` ARD RBF length scales.
         amplitude: RBF variance.
@@ -127,6 +129,8 @@ class Surrogate:
     """
 
     x_train: np.ndarray
+    linear_w: np.ndarray
+    linear_b: np.ndarray
     alpha: np.ndarray
     length_scales: np.ndarray
     amplitude: float
@@ -142,7 +146,8 @@ class Surrogate:
         """Predicted unit responses for one shape `(n_components,)` (numpy reference path)."""
         d = (np.asarray(coeffs, float)[None] - self.x_train) / self.length_scales
         k = self.amplitude * np.exp(-0.5 * (d**2).sum(axis=1))
-        z = (k @ self.alpha) * self.z_std + self.z_mean
+        zn = np.asarray(coeffs, float) @ self.linear_w + self.linear_b + k @ self.alpha
+        z = zn * self.z_std + self.z_mean
         y = z @ self.basis + self.mean
         return _unpack(y, self.scales, self.n_vertices)
 
@@ -180,9 +185,10 @@ def _unpack(y: np.ndarray, scales: np.ndarray, nv: int) -> UnitFields:
 
 
 def fit(ts: TrainingSet, params: dict[str, Any]) -> Surrogate:
-    """Fit the reduced basis and the Gaussian process on a training set."""
+    """Fit the reduced basis, the ridge part and the residual Gaussian process."""
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+    from sklearn.linear_model import RidgeCV
 
     sp = params["surrogate"]
     scales = np.array(
@@ -198,24 +204,31 @@ def fit(ts: TrainingSet, params: dict[str, Any]) -> Surrogate:
     n_basis = int(min(sp["n_basis"], len(s)))
     basis = vt[:n_basis]
     z = (y - mean) @ basis.T
-    z_mean, z_std = z.mean(axis=0), z.std(axis=0) + 1e-12
+    # one common scale: noisy low-energy modes must not weigh as much as the leading ones
+    z_mean, z_std = z.mean(axis=0), np.full(n_basis, z.std() + 1e-12)
+    zn = (z - z_mean) / z_std
     n_comp = ts.coeffs.shape[1]
-    kernel = ConstantKernel(1.0, (1e-3, 1e3)) * RBF(
-        np.full(n_comp, 2.0), (1e-1, 1e3)
-    ) + WhiteKernel(1e-4, (1e-8, 1e-1))
+
+    # 1. ridge-linear part (the response is close to linear within +-2 std)
+    lin = RidgeCV(alphas=np.logspace(-3, 2, 11)).fit(ts.coeffs, zn)
+    residual = zn - lin.predict(ts.coeffs)
+
+    # 2. smooth GP on the residual; length scales below 1 std would only fit FE mesh noise
+    kernel = ConstantKernel(0.1, (1e-4, 1e2)) * RBF(np.full(n_comp, 3.0), (1.0, 1e3)) + (
+        WhiteKernel(1e-2, (1e-3, 1.0))
+    )
     gp = GaussianProcessRegressor(
         kernel, normalize_y=False, n_restarts_optimizer=2, random_state=int(sp["seed"])
     )
-    gp.fit(ts.coeffs, (z - z_mean) / z_std)
+    gp.fit(ts.coeffs, residual)
     k = gp.kernel_
-    logger.info(
-        "surrogate GP kernel: %s; basis energy kept %.4f",
-        k,
-        (s[:n_basis] ** 2).sum() / (s**2).sum(),
-    )
+    energy = float((s[:n_basis] ** 2).sum() / (s**2).sum())
+    logger.info("surrogate: ridge alpha %.3g, GP %s, basis energy %.4f", lin.alpha_, k, energy)
     stance = params["stance"]
     return Surrogate(
         x_train=ts.coeffs.copy(),
+        linear_w=np.asarray(lin.coef_).reshape(n_basis, n_comp).T.copy(),
+        linear_b=np.broadcast_to(np.asarray(lin.intercept_, float), (n_basis,)).copy(),
         alpha=np.asarray(gp.alpha_).reshape(len(ts.coeffs), -1),
         length_scales=np.atleast_1d(k.k1.k2.length_scale).astype(float),
         amplitude=float(k.k1.k1.constant_value),
@@ -230,7 +243,9 @@ def fit(ts: TrainingSet, params: dict[str, Any]) -> Surrogate:
             "abductor_angle_deg": stance["abductor_angle_deg"],
             "n_basis": n_basis,
             "n_train": len(ts.coeffs),
-            "basis_energy": float((s[:n_basis] ** 2).sum() / (s**2).sum()),
+            "basis_energy": energy,
+            "ridge_alpha": float(lin.alpha_),
+            "gp_kernel": str(k),
         },
     )
 
@@ -286,6 +301,8 @@ def _torch_module_class():  # noqa: ANN202
             mean = (sur.z_mean @ sur.basis + sur.mean) * col_scale
             self.nv = nv
             self.register_buffer("x_train", torch.tensor(sur.x_train, dtype=f32))
+            self.register_buffer("lin_w", torch.tensor(sur.linear_w, dtype=f32))
+            self.register_buffer("lin_b", torch.tensor(sur.linear_b, dtype=f32))
             self.register_buffer("inv_ls", torch.tensor(1.0 / sur.length_scales, dtype=f32))
             self.register_buffer("alpha", torch.tensor(sur.alpha * sur.amplitude, dtype=f32))
             self.register_buffer("basis", torch.tensor(basis, dtype=f32))
@@ -295,7 +312,8 @@ def _torch_module_class():  # noqa: ANN202
             nv = self.nv
             d = (coeffs[:, None, :] - self.x_train[None]) * self.inv_ls  # (b, n_train, k)
             kern = torch.exp(-0.5 * (d * d).sum(-1))  # (b, n_train)
-            y = kern @ self.alpha @ self.basis + self.mean  # (b, n_features)
+            zn = coeffs @ self.lin_w + self.lin_b + kern @ self.alpha  # (b, n_basis)
+            y = zn @ self.basis + self.mean  # (b, n_features)
             ns, nd = 2 * nv * 6, 2 * nv * 3
             stress = y[:, :ns].reshape(-1, 2, nv, 6)
             disp = y[:, ns : ns + nd].reshape(-1, 2, nv, 3)
