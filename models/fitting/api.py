@@ -219,7 +219,11 @@ def write_fit_outputs(result: SubjectFit, inputs: SubjectInputs, out_dir: Path) 
             "residual_mm": fit.residual.__dict__,
             "observed_vertex_fraction": float(fit.observed.mean()),
             "vertex_std_mm_mean": float(fit.vertex_std_mm.mean()),
+            "vertex_std_mm_unobserved_mean": float(
+                fit.vertex_std_mm[~fit.observed].mean() if (~fit.observed).any() else 0.0
+            ),
             "seconds": round(fit.seconds, 3),
+            "cpu_seconds": round(fit.cpu_seconds, 3),
             "model": {"n_vertices": int(len(fit.vertices)), "n_components": len(fit.coeffs)},
         }
     path = out_dir / "fit.json"

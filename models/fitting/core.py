@@ -131,7 +131,9 @@ class FitResult:
         pose: model frame -> world similarity (`pose.to_matrix()` is 4x4).
         vertex_residual_mm: `(n_vertices,)` distance from each vertex to the nearest observed
             inlier point, mm (large where the surface was not observed).
-        vertex_std_mm: `(n_vertices,)` posterior positional standard deviation, mm.
+        vertex_std_mm: `(n_vertices,)` positional standard deviation, mm: the coefficient
+            posterior plus, away from the data, the model's residual std (meta
+            `residual_std_mm`, from leave-one-out reconstruction).
         observed: `(n_vertices,)` bool, vertex within `2 * refine_sigma_mm` of an inlier.
         residual: summary of inlier point -> surface distances.
         seconds: wall time of the fit, s.
@@ -408,7 +410,11 @@ def _fit_model(
     d_vertex, _ = cKDTree(inlier_pts).query(vertices)
     observed = d_vertex <= 2.0 * opts.refine_sigma_mm
     d_points = _point_to_surface(vertices, model.faces, inlier_pts)
-    vstd = _vertex_std(model, cov) * pose.scale
+    # positional std: coefficient posterior, plus the model's unrepresented variation where
+    # no data pins the surface (fading in with the distance to the nearest inlier point)
+    unpinned = 1.0 - np.exp(-((d_vertex / (2.0 * opts.refine_sigma_mm)) ** 2))
+    extra = float(model.meta.get("residual_std_mm", 0.0)) * unpinned
+    vstd = np.sqrt((_vertex_std(model, cov) * pose.scale) ** 2 + extra**2)
     residual = ResidualSummary(
         mean_mm=float(d_points.mean()),
         p95_mm=float(np.percentile(d_points, 95)),

@@ -60,16 +60,22 @@ def build_structure_model(
     raw_dir = Path(raw_dir or DATA_RAW)
     if raw_dir == DATA_RAW:
         pull([STRUCTURES[name]])
-    if name == "lungs":
-        from models.shape.lungs import build_lung_model
-
-        return build_lung_model(raw_dir, params["lungs"])
-    from models.shape.femur import build_femur_model
+    from models.shape.metrics import residual_std
 
     if name == "femur_right":
         left = load_structure_model("femur_left", SHAPE_DIR)
         return mirror_model(left, "femur_right"), {}
-    return build_femur_model(raw_dir, params["femur"])
+    if name == "lungs":
+        from models.shape.lungs import build_lung_model
+
+        model, details = build_lung_model(raw_dir, params["lungs"])
+    else:
+        from models.shape.femur import build_femur_model
+
+        model, details = build_femur_model(raw_dir, params["femur"])
+    # what the linear model cannot represent; the fit adds it to unobserved vertices' std
+    model.meta["residual_std_mm"] = residual_std(details["aligned"], model.faces, name)
+    return model, details
 
 
 def mirror_model(model: ShapeModel, structure: str) -> ShapeModel:
