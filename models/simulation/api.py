@@ -18,6 +18,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,6 @@ def _run_fe(surface: trimesh.Trimesh, case: LoadCase, p: dict[str, Any], name: s
 
 def _run_surrogate(surface, coeffs, case, p, name, sdir: Path):  # noqa: ANN001, ANN202
     from models.shape import load_structure_model
-    from models.simulation.surrogate import OnnxSurrogate
 
     onnx_path, meta_path = sdir / "surrogate.onnx", sdir / "surrogate.json"
     if not onnx_path.is_file() or not meta_path.is_file():
@@ -260,7 +260,7 @@ def _run_surrogate(surface, coeffs, case, p, name, sdir: Path):  # noqa: ANN001,
     scale, rot, rms = _similarity(instance, np.asarray(surface.vertices))
     if rms > 3.0:
         notes.append(f"fitted surface departs from the model instance by {rms:.1f} mm RMS")
-    session = OnnxSurrogate.open(onnx_path)
+    session = _open_session(str(onnx_path), onnx_path.stat().st_mtime)
     load = np.array([case.body_weight_kg, case.hip_force_bw, case.abductor_force_bw])
     vm, u, energy = session.run(c, load)
     frame = femur_frame(surface.vertices)
@@ -286,6 +286,14 @@ def _run_surrogate(surface, coeffs, case, p, name, sdir: Path):  # noqa: ANN001,
         seconds=0.0,
         notes=notes,
     )
+
+
+@lru_cache(maxsize=2)
+def _open_session(path: str, mtime: float):  # noqa: ANN202
+    """One ONNX Runtime session per surrogate file version (reused across calls)."""
+    from models.simulation.surrogate import OnnxSurrogate
+
+    return OnnxSurrogate.open(Path(path))
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, float]:
