@@ -171,31 +171,44 @@ def _retrain_impl(
 ) -> Decision:
     from dh.errors import DHError
     from models.registry import load_model
+    from models.shape.model import ShapeModel
 
     rp = load_params("pipeline")["retrain"]
     shape_params = shape_params or load_params("shape")
     ids = lung_ids(cohort_dir)
-    held = [s for s in ids if is_held_out(s, float(rp["held_out_fraction"]), int(rp["seed"]))]
-    train = [s for s in ids if s not in held]
 
-    # 1. champion: the version served now
+    # 1. champion: the version served now, and the subjects it was built from
     try:
         champion = load_model(SHAPE_MODEL, store_dir)
     except DHError:
         champion = None
+    champion_lungs = champion.path / "lungs.npz" if champion is not None else None
+    seen: set[str] = set()
+    if champion_lungs is not None and champion_lungs.is_file():
+        seen = set(ShapeModel.load(champion_lungs).subject_ids)
+    else:
+        champion_lungs = None
+
+    # held out: by a stable hash of the id, and never seen by the champion either (a champion
+    # built on the whole cohort, as the pipeline's is, is compared on new subjects only)
+    hashed = [s for s in ids if is_held_out(s, float(rp["held_out_fraction"]), int(rp["seed"]))]
+    held = [s for s in hashed if s not in seen]
+    train = [s for s in ids if s not in hashed]
     with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
         out = Path(tmp)
         # 2. challenger, built by the owner's builder on the training side only
         lungs_file = _build_lungs(train, cohort_dir, shape_params, out / "lungs.npz")
-        challenger_err = held_out_error(lungs_file, held, cohort_dir)
+        challenger_err = held_out_error(lungs_file, held, cohort_dir) if held else None
         champion_err = None
-        if champion is not None and (champion.path / "lungs.npz").is_file():
-            champion_err = held_out_error(champion.path / "lungs.npz", held, cohort_dir)
+        if champion_lungs is not None and held:
+            champion_err = held_out_error(champion_lungs, held, cohort_dir)
 
-        # 3. decision on the same held-out subjects
-        better = champion_err is None or challenger_err < champion_err - float(
-            rp["min_improvement"]
-        )
+        # 3. decision on the same held-out subjects (none left: no evidence, no promotion)
+        margin = float(rp["min_improvement"])
+        if not held:
+            better = champion_lungs is None
+        else:
+            better = champion_err is None or challenger_err < champion_err - margin
         tag = ""
         if better:
             files = {"lungs.npz": lungs_file}
@@ -223,7 +236,8 @@ def _retrain_impl(
         model=SHAPE_MODEL,
         structure="lungs",
         decision="promoted" if better else "rejected",
-        metric="held-out lung mean vertex distance after projection (mm)",
+        metric="held-out lung mean vertex distance after projection (mm)"
+        + ("" if held else "; no held-out subject unseen by the champion"),
         champion=champion.tag if champion else "",
         challenger=tag,
         champion_error=champion_err,

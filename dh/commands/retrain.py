@@ -31,9 +31,10 @@ def retrain_cmd(
         typer.echo("no new batch in the ingest log: nothing to retrain (use --force)")
         return
     champ = "none" if decision.champion_error is None else f"{decision.champion_error:.3f}"
+    chall = "none" if decision.challenger_error is None else f"{decision.challenger_error:.3f}"
     typer.echo(
         f"{decision.model}/{decision.structure}: {decision.decision}; held-out error "
-        f"challenger {decision.challenger_error:.3f} vs champion {champ} "
+        f"challenger {chall} vs champion {champ} "
         f"({decision.metric}, {len(decision.held_out)} subjects)"
     )
     if decision.challenger:
