@@ -53,13 +53,15 @@ def build_model_task(params: dict[str, Any], out: Path) -> dict[str, Any]:
     }
 
 
-def build_atlases_task(params: dict[str, Any], out: Path) -> dict[str, Any]:
+def build_atlases_task(
+    params: dict[str, Any], out: Path, organs: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """Place the HRA organs in each sex's mean body (given only the sex)."""
     import torch
 
     from dh.registry import pull
     from models.body.anny_body import load_body_model
-    from models.organs.hra import build_atlas
+    from models.organs.hra import ORGANS, build_atlas
     from models.population.model import SEXES, PopulationModel
 
     pull(["hra"])
@@ -77,7 +79,13 @@ def build_atlases_task(params: dict[str, Any], out: Path) -> dict[str, Any]:
         neck_z = j[body.bone("neck01"), 2]
         crotch_z = hip_z - 0.1 * (neck_z - hip_z)
         atlas = build_atlas(
-            s, v, crotch_z, neck_z, DATA_RAW, n_control=int(params["rbf_control_points"])
+            s,
+            v,
+            crotch_z,
+            neck_z,
+            DATA_RAW,
+            n_control=int(params["rbf_control_points"]),
+            organs=organs or ORGANS,
         )
         atlas.save(out / f"organs_{s}.npz")
         counts[s] = len(atlas.organs)

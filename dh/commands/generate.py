@@ -6,7 +6,7 @@ Writes into the output folder (all geometry in the body frame, RAS mm):
 - `skin.vtp` (with the per-vertex `vertex_std_mm`), `<structure>.vtp`, `organ_<name>.vtp`;
 - `features.json` and `features.csv`: given values, and every other feature predicted with
   its standard deviation and interval;
-- `render.png`: the skin semi-transparent over the organs and structures (coronal view).
+- `render.png`: the skin semi-transparent over the organs and structures (anterior view).
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def parse_features(
 
 def write_outputs(human, out: Path) -> dict[str, Path]:  # noqa: ANN001 (GeneratedHuman)
     """Write meshes, features and the rendering of a generated human into `out`."""
+    import numpy as np
+
     from models.meshio import write_glb, write_vtp
     from models.render import render_meshes
 
@@ -92,12 +94,15 @@ def write_outputs(human, out: Path) -> dict[str, Path]:  # noqa: ANN001 (Generat
             w.writerow([k, "no", f"{p.mean:.2f}", f"{p.sd:.2f}", f"{p.lower:.2f}",
                         f"{p.upper:.2f}", p.level])  # fmt: skip
 
-    inside = {k: m for k, m in meshes.items() if k != "skin"}
+    # render from the front: the coronal view looks along +y, so turn the body to face it
+    turn = np.diag([-1.0, -1.0, 1.0, 1.0])
+    inside = {k: m.copy().apply_transform(turn) for k, m in meshes.items() if k != "skin"}
+    skin = human.skin.copy().apply_transform(turn)
     opacity = {"skin": 0.25}
     title = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in human.given.items())  # fmt: skip
     paths["png"] = render_meshes(
-        {**inside, "skin": human.skin}, out / "render.png", opacity=opacity, title=title
+        {**inside, "skin": skin}, out / "render.png", opacity=opacity, title=title
     )
     return paths
 
@@ -112,6 +117,9 @@ def generate_cmd(
         None, "--feature", "-f", help="Any catalogue feature as NAME=VALUE (repeatable)."
     ),
     organs: bool = typer.Option(True, help="Place structures and HRA organs inside."),
+    model_dir: Path = typer.Option(
+        None, help="Folder of population.npz and organs_*.npz (default artifacts/population)."
+    ),
 ) -> None:
     """Generate the expected digital human for the given features and write meshes, predicted
     features with intervals, and a rendering."""
@@ -120,7 +128,7 @@ def generate_cmd(
 
     features = parse_features(sex, age, height_mm, weight_kg, feature)
     with progress("generating", total=None) as advance:
-        gen = Generator()
+        gen = Generator(model_dir) if model_dir else Generator()
         gen.validate(features)
         advance(description="generating: body and organs")
         human = gen.generate(features, with_organs=organs)

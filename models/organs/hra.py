@@ -180,6 +180,7 @@ def build_atlas(
     raw_dir: Path,
     n_control: int = 300,
     max_faces: int = 6000,
+    organs: tuple[str, ...] = ORGANS,
 ) -> OrganAtlas:
     """Place the HRA organs of `sex` into the reference body's frame.
 
@@ -191,20 +192,21 @@ def build_atlas(
         raw_dir: `data/raw` (after `dh data pull -g hra`).
         n_control: skin vertices driving the deformation.
         max_faces: organs are decimated to about this many triangles.
+        organs: HRA organ names to place (those the sex's atlas lacks are skipped).
     """
     skin = read_hra(hra_path(raw_dir, sex, "Skin"))
     a = skin_affine(np.asarray(skin.vertices), reference_vertices, crotch_z, neck_z)
-    organs = {}
-    for name in ORGANS:
+    placed = {}
+    for name in organs:
         path = hra_path(raw_dir, sex, name)
         if not path.is_file():
             continue
         m = decimate(read_hra(path), max_faces)
         v = np.asarray(m.vertices) @ a[:3, :3].T + a[:3, 3]
-        organs[name.lower()] = trimesh.Trimesh(v, m.faces, process=False)
-    logger.info("organ atlas %s: %d organs", sex, len(organs))
+        placed[name.lower()] = trimesh.Trimesh(v, m.faces, process=False)
+    logger.info("organ atlas %s: %d organs", sex, len(placed))
     control = control_vertices(reference_vertices, n_control)
-    return OrganAtlas(sex, reference_vertices, control, organs, a)
+    return OrganAtlas(sex, reference_vertices, control, placed, a)
 
 
 def carry(

@@ -54,7 +54,7 @@ def fit_gaussian_em(
         x: `(n, d)` data, NaN where missing; every column needs some observed values.
         n_iter: EM iterations at most.
         ridge: added to the diagonal of the standardised covariance at each M-step.
-        tol: stop when the largest change of the standardised mean is below this.
+        tol: stop when the largest change of the standardised mean or covariance is below this.
 
     Returns:
         The Gaussian in the units of `x`.
@@ -87,12 +87,12 @@ def fit_gaussian_em(
             s2[np.ix_(m, m)] += len(rows) * c_mm
         n = len(z)
         new_mu = s1 / n
-        cov = s2 / n - np.outer(new_mu, new_mu) + ridge * np.eye(d)
-        shift = np.abs(new_mu - mu).max()
-        mu = new_mu
+        new_cov = s2 / n - np.outer(new_mu, new_mu) + ridge * np.eye(d)
+        shift = max(np.abs(new_mu - mu).max(), np.abs(new_cov - cov).max())
+        mu, cov = new_mu, new_cov
         if shift < tol:
             break
-    logger.info("EM converged after %d iterations (last mean shift %.2e)", it + 1, shift)
+    logger.info("EM stopped after %d iterations (last change %.2e)", it + 1, shift)
     return Gaussian(loc + mu * scale, cov * np.outer(scale, scale))
 
 
