@@ -41,7 +41,7 @@ class SegParams:
     val_every: int = 100
     init_filters: int = 8
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = 1
     sw_overlap: float = 0.25
     sw_batch_size: int = 2
     parity_max_abs_logit: float = 1e-3

@@ -69,7 +69,8 @@ def export_onnx(model: torch.nn.Module, path: Path, patch_size: list[int]) -> Pa
     """Write `model` as ONNX with dynamic batch and spatial dims (multiples of 8)."""
     from torch.export import Dim
 
-    example = torch.zeros((1, 1, *[int(p) for p in patch_size]), dtype=torch.float32)
+    # At least 2 along batch and 16 along each spatial axis, so no dim is specialised to 1.
+    example = torch.zeros((2, 1, *[max(16, int(p)) for p in patch_size]), dtype=torch.float32)
     dims = {0: Dim("batch", min=1, max=256)}
     for axis, name in zip((2, 3, 4), ("dx", "dy", "dz"), strict=True):
         dims[axis] = 8 * Dim(name, min=1, max=256)

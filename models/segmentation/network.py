@@ -19,6 +19,7 @@ def build_network(n_classes: int, init_filters: int) -> torch.nn.Module:
         init_filters=int(init_filters),
         in_channels=1,
         out_channels=int(n_classes),
+        norm=("GROUP", {"num_groups": min(8, int(init_filters))}),
         dropout_prob=None,
     )
 

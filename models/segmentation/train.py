@@ -171,14 +171,18 @@ def train(
         optimizer.step()
         scheduler.step()
         if on_iteration:
-            on_iteration(it, float(loss))
+            on_iteration(it, loss.item())
+        if it % 25 == 0:
+            logger.info(
+                "iteration %d loss %.4f (%.0f s)", it, loss.item(), time.perf_counter() - start
+            )
         if val_subjects and params.val_every and it % params.val_every == 0:
             val = evaluate(model, val_subjects, params)
             history.append(
-                {"iteration": it, "loss": float(loss)}
+                {"iteration": it, "loss": loss.item()}
                 | {f"val_mean_dice_{k}": v["mean_dice"] for k, v in val.items()}
             )
-            logger.info("iteration %d loss %.4f %s", it, float(loss), history[-1])
+            logger.info("iteration %d loss %.4f %s", it, loss.item(), history[-1])
 
     # Final evaluation: validation subjects, and the fit on the training subjects.
     metrics = {
