@@ -245,8 +245,10 @@ class Generator:
 
     def sample(
         self, n: int, features: dict[str, Any], rng: np.random.Generator
-    ) -> list[dict[str, float]]:
-        """Draw `n` virtual subjects given `features`: every feature and body parameter."""
+    ) -> list[dict[str, Any]]:
+        """Draw `n` virtual subjects given `features`: every feature and body parameter, and
+        standardised shape coefficients of each structure (``<structure>_coeffs``, drawn from
+        the shape model's own prior: they are independent of the features)."""
         sex, numeric = self.validate(features)
         conds, weights = self.model.conditionals(numeric, sex)
         sexes = list(conds)
@@ -257,6 +259,8 @@ class Generator:
             draw = rng.multivariate_normal(c.mean, c.cov, method="eigh")
             row = {"sex": sexes[k], **numeric}
             row.update({self.model.names[i]: float(x) for i, x in zip(c.index, draw, strict=True)})
+            for name, shape in self.structures.items():
+                row[f"{name}_coeffs"] = rng.standard_normal(shape.n_components).tolist()
             out.append(row)
         return out
 

@@ -25,13 +25,13 @@ def model_dir(raw_data, tmp_path_factory):
 
     torch.set_num_threads(2)
     params = load_params("population") | {
-        "n_subjects": 8, "fit_iterations": 15, "fit_batch_size": 8, "em_iterations": 30,
-        "refine_iterations": 20, "vertex_std_samples": 4, "rbf_control_points": 120,
+        "n_subjects": 4, "fit_iterations": 10, "fit_batch_size": 4, "em_iterations": 30,
+        "refine_iterations": 12, "vertex_std_samples": 4, "rbf_control_points": 120,
     }  # fmt: skip
     out = tmp_path_factory.mktemp("population")
     result = build_population(load_subjects(raw_data), params)
     result.model.save(out / "population.npz")
-    build_atlases_task(params, out, organs=("Heart", "Liver"))
+    build_atlases_task(params, out, organs=("Heart", "Kidney_L"))
     return out, params
 
 
@@ -52,7 +52,7 @@ def test_generate_from_sex_age_stature_weight(generator):
     assert len(human.skin.vertices) == 13718
     assert human.vertex_std_mm.shape == (13718,) and np.all(human.vertex_std_mm >= 0)
     assert abs(human.body_measurements["stature_mm"] - 1620) < 40
-    assert set(human.organs) == {"heart", "liver"}
+    assert set(human.organs) == {"heart", "kidney_l"}
     lo, hi = human.skin.bounds
     for organ in human.organs.values():
         assert np.all(organ.bounds[0] > lo) and np.all(organ.bounds[1] < hi)
