@@ -146,6 +146,7 @@ def simulate(
     surrogate_dir: Path | None = None,
     hip_force_bw: float | None = None,
     abductor_force_bw: float | None = None,
+    shape_coefficients: np.ndarray | list[float] | None = None,
 ) -> SimulationResult:
     """Simulate a load case on a femur.
 
@@ -157,6 +158,8 @@ def simulate(
         params: the `simulation` section of params.yaml (default: read it).
         surrogate_dir: folder with `surrogate.onnx` and `surrogate.json`.
         hip_force_bw, abductor_force_bw: override the load multiples of body weight.
+        shape_coefficients: standardised femur shape coefficients for the surrogate when
+            `source` is a surface with the template's vertices (instead of a fit folder).
 
     Raises:
         DHError: unknown mode or load case, implausible body weight, broken surface, missing
@@ -168,6 +171,8 @@ def simulate(
     bw = p["body_weight_kg"]["default"] if body_weight_kg is None else body_weight_kg
     case = load_case(load_case_name, float(bw), p, hip_force_bw, abductor_force_bw)
     surface, coeffs, name = _read_source(source)
+    if shape_coefficients is not None:
+        coeffs = list(np.asarray(shape_coefficients, float).ravel())
     check_surface(surface, name, int(p["mesh"]["min_surface_vertices"]))
     t0 = time.perf_counter()
     if mode == "fe":

@@ -265,7 +265,7 @@ def export_onnx(sur: Surrogate, path: Path) -> Path:
     import torch
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    module = _TorchSurrogate(sur).eval()
+    module = _torch_module_class()(sur).eval()
     x = torch.zeros(1, sur.x_train.shape[1])
     load = torch.tensor([[70.0, 2.5, 1.5]])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,6 +282,7 @@ def export_onnx(sur: Surrogate, path: Path) -> Path:
 
 
 def _torch_module_class():  # noqa: ANN202
+    """The torch module class (torch is imported lazily: only export needs it)."""
     import torch
 
     class TorchSurrogate(torch.nn.Module):
@@ -333,10 +334,6 @@ def _torch_module_class():  # noqa: ANN202
             return vm, u, energy
 
     return TorchSurrogate
-
-
-def _TorchSurrogate(sur: Surrogate):  # noqa: ANN202, N802
-    return _torch_module_class()(sur)
 
 
 @dataclass
