@@ -79,6 +79,7 @@ def export_onnx(model: torch.nn.Module, path: Path, patch_size: list[int]) -> Pa
         (example,),
         str(path),
         dynamo=True,
+        external_data=False,  # one self-contained file, so its sha256 covers the weights
         input_names=["image"],
         output_names=["logits"],
         dynamic_shapes={"x": dims},

@@ -185,7 +185,7 @@ def segment(
         float(params.get("max_input_mb", 2048)),
         float(params.get("hu_check_p01_max", -500.0)),
     )
-    model = model or load_model(model_dir)
+    model = model or load_model(model_dir, threads=int(params.get("num_threads", 1)))
     labels = predict_labels(ct, model)
 
     out_dir = Path(out_dir)

@@ -88,6 +88,7 @@ def test_export_parity_and_dynamic_dims(tiny_model):
     model = onnx.load(str(tiny_model["export"].onnx_path))
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims[1] == 1 and all(isinstance(d, str) for d in dims[0:1] + dims[2:])
+    assert not list(tiny_model["dir"].glob("*.data"))  # weights inside the hashed file
     manifest = json.loads(tiny_model["export"].manifest_path.read_text())
     assert manifest["onnx_sha256"] == tiny_model["export"].sha256
     assert manifest["structures"] == ["liver", "spleen"]
