@@ -8,11 +8,12 @@ promoted only when its held-out error is lower by more than `pipeline.retrain.mi
 Every decision, promoted or not, is appended with its figures to
 `artifacts/lineage/promotions.jsonl` (never rewritten).
 
-Retrained now: the `shape` model's lung structure (held-out error: mean vertex distance, mm,
-after rigid alignment and projection on the model). The femur structure is carried over from
-the champion unless the batch changed femur meshes (its correspondence is rebuilt then by
-the owner's builder). The population model has no builder in this repository yet; it joins
-:data:`RETRAINED` once `flows.population` exposes one (see the module's `population_*` note).
+Retrained: the `population` model (held-out error: mean absolute error, mm, of the ANSUR II
+body lengths predicted from sex, age, stature and weight) and the `shape` model's lung
+structure (held-out error: mean vertex distance, mm, after rigid alignment and projection on
+the model). The femur structure is carried over from the champion: new femur meshes need the
+`build_shape_models` stage (its correspondence takes minutes), which this flow does not run
+yet.
 
 How it runs (embedded Prefect server; see :func:`serve_deployment`):
 - `dh retrain` runs the flow once: it retrains when the ingest log holds a batch not yet
@@ -251,6 +252,136 @@ def _retrain_impl(
     return decision
 
 
+POPULATION_MODEL = "population"
+GIVEN = ("age_years", "stature_mm", "weight_kg")  # what a user gives /generate, plus sex
+
+
+def cohort_subjects(cohort_dir: Path) -> Any:
+    """The harmonised subjects table: `subjects.parquet` of the cohort, else from data/raw."""
+    import pandas as pd
+
+    table = Path(cohort_dir) / "subjects.parquet"
+    if table.is_file():
+        return pd.read_parquet(table)
+    from dh.cohort import load_subjects
+
+    return load_subjects(DATA_RAW)
+
+
+def population_error(model_file: Path, held: Any) -> float:
+    """Held-out mean absolute error (mm) of the body lengths predicted given sex, age,
+    stature and weight (conditional mean of the population model), over observed values."""
+    from models.population.model import PopulationModel
+
+    model = PopulationModel.load(model_file)
+    given_names = [g for g in GIVEN if g in model.feature_names]
+    targets = [f for f in model.feature_names if f.endswith("_mm") and f not in GIVEN]
+    errors = []
+    for _, row in held.iterrows():
+        given = {g: float(row[g]) for g in given_names if np.isfinite(row[g])}
+        conds, _ = model.conditionals(given, row["sex"])
+        c = conds[row["sex"]]
+        pred = dict(zip([model.names[i] for i in c.index], c.mean, strict=True))
+        errors += [abs(pred[f] - row[f]) for f in targets if f in pred and np.isfinite(row[f])]
+    return float(np.mean(errors))
+
+
+def _retrain_population(
+    cohort_dir: Path,
+    batches: list[str],
+    params: dict[str, Any] | None,
+    store_dir: Path | None,
+    log_file: Path | None,
+    promotions: Path | None,
+) -> Decision:
+    """Rebuild the population model without the held-out ANSUR II subjects; compare; promote.
+
+    The atlases and ONNX export of a promoted challenger: the ONNX conditional mean is
+    re-exported from it (owner's exporter); the organ atlases are carried over from the
+    champion or the built artefacts (they are rebuilt by the `build_population` stage).
+    Caveat: a champion built by that stage has seen every subject, held-out ones included, so
+    the comparison favours it; champions made here never see them.
+    """
+    from dh.errors import DHError
+    from models.population.build import build_population
+    from models.population.export import export_onnx
+    from models.registry import load_model
+
+    rp = load_params("pipeline")["retrain"]
+    params = params or load_params("population")
+    subjects = cohort_subjects(cohort_dir)
+    frac, seed = float(rp["held_out_fraction"]), int(rp["seed"])
+    ansur = subjects[subjects["dataset"] == "ansur2"]
+    held = ansur[[is_held_out(s, frac, seed) for s in ansur["subject_id"]]]
+    held = held[held["sex"].isin(("F", "M"))]
+    try:
+        champion = load_model(POPULATION_MODEL, store_dir)
+    except DHError:
+        champion = None
+    champion_file = champion.path / "population.npz" if champion is not None else None
+    if champion_file is not None and not champion_file.is_file():
+        champion_file = None
+
+    with tempfile.TemporaryDirectory(prefix="retrain-pop-") as tmp:
+        out = Path(tmp)
+        result = build_population(subjects, params, exclude_ids=set(held["subject_id"]))
+        challenger_file = result.model.save(out / "population.npz")
+        challenger_err = population_error(challenger_file, held)
+        champion_err = population_error(champion_file, held) if champion_file else None
+        margin = float(rp["min_improvement"])
+        better = champion_err is None or challenger_err < champion_err - margin
+        tag = ""
+        if better:
+            files = {"population.npz": challenger_file}
+            onnx = export_onnx(result.model, out / "conditional_mean.onnx")
+            files[onnx.name] = onnx
+            if onnx.with_suffix(".json").is_file():
+                files[onnx.with_suffix(".json").name] = onnx.with_suffix(".json")
+            for name in ("organs_F.npz", "organs_M.npz"):
+                src = champion.path / name if champion is not None else None
+                src = src if src is not None and src.is_file() else ARTIFACTS / "population" / name
+                if src.is_file():
+                    files[name] = src
+            table = Path(cohort_dir) / "subjects.parquet"
+            inputs = (
+                [table] if table.is_file() else sorted((DATA_RAW / "anthropometry").rglob("*.csv"))
+            )
+            metrics = {
+                "held_out_mae_mm": challenger_err,
+                "champion_mae_mm": champion_err,
+                "n_held_out": len(held),
+                "fit_mae": result.fit.mae(),
+            }
+            tag = ensure_registered(
+                POPULATION_MODEL,
+                files,
+                inputs,
+                params,
+                metrics,
+                parent=champion.tag if champion else "",
+                store_dir=store_dir,
+                log_file=log_file,
+            )
+    decision = Decision(
+        model=POPULATION_MODEL,
+        structure="body",
+        decision="promoted" if better else "rejected",
+        metric="held-out ANSUR II body lengths: mean absolute error (mm) given sex, age, "
+        "stature, weight",
+        champion=champion.tag if champion else "",
+        challenger=tag,
+        champion_error=champion_err,
+        challenger_error=challenger_err,
+        held_out=sorted(held["subject_id"])[:20]
+        + ([f"... {len(held)} in all"] if len(held) > 20 else []),
+        n_train=int(len(subjects) - len(held)),
+        batches=batches,
+        time=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    log_decision(decision, promotions)
+    return decision
+
+
 def _build_lungs(ids: list[str], cohort_dir: Path, params: dict[str, Any], out: Path) -> Path:
     from flows.pipeline import raw_subset
     from models.shape.lungs import LUNG_DIR, build_lung_model
@@ -316,7 +447,9 @@ def run_retrain(
     store_dir: Path | None = None,
     log_file: Path | None = None,
     promotions: Path | None = None,
-) -> Decision | None:
+    models: list[str] | None = None,
+    population_params: dict[str, Any] | None = None,
+) -> list[Decision]:
     """Run the `retrain` flow (embedded Prefect server).
 
     Args:
@@ -325,11 +458,14 @@ def run_retrain(
         force: retrain even without a pending batch.
         shape_params: `shape` params override (tests use it to make a worse challenger).
         store_dir, log_file, promotions: model store, lineage log and decision log overrides.
+        models: which models to retrain (default params.yaml `pipeline.retrain.models`).
+        population_params: `population` params override (tests use small settings).
 
     Returns:
-        The decision, or None when there was no new batch (and `force` is False).
+        One decision per model; [] when there was no new batch (and `force` is False).
     """
-    from prefect import flow
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
 
     apply_env_defaults()
     if cohort_dir is None:
@@ -339,13 +475,25 @@ def run_retrain(
         batches = pending_batches(promotions=promotions)
     if not batches and not force:
         logger.info("no new batch in the ingest log: nothing to retrain")
-        return None
+        return []
+    models = models or list(load_params("pipeline")["retrain"]["models"])
+    shape_task = task(_retrain_impl, name="retrain_shape", cache_policy=NO_CACHE)
+    pop_task = task(_retrain_population, name="retrain_population", cache_policy=NO_CACHE)
 
     @flow(name="retrain", validate_parameters=False)
-    def retrain(batches: list[str]) -> Decision:
-        return _retrain_impl(
-            Path(cohort_dir), batches, shape_params, store_dir, log_file, promotions
-        )
+    def retrain(batches: list[str]) -> list[Decision]:
+        out = []
+        if SHAPE_MODEL in models:
+            out.append(
+                shape_task(Path(cohort_dir), batches, shape_params, store_dir, log_file, promotions)
+            )
+        if POPULATION_MODEL in models:
+            out.append(
+                pop_task(
+                    Path(cohort_dir), batches, population_params, store_dir, log_file, promotions
+                )
+            )
+        return out
 
     return retrain(batches)
 

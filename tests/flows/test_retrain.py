@@ -37,25 +37,26 @@ def test_held_out_split_is_stable_as_the_cohort_grows() -> None:
 def test_promotes_only_on_improvement(raw_data: Path, tmp_path: Path) -> None:
     cohort = _cohort(raw_data, tmp_path / "cohort", 20)
     logs = {
+        "models": ["shape"],
         "store_dir": tmp_path / "store",
         "log_file": tmp_path / "lineage.jsonl",
         "promotions": tmp_path / "promotions.jsonl",
     }
 
     # batch 1: no champion yet -> a champion keeping 90% of the variance is promoted
-    first = run_retrain(cohort, ["b1"], shape_params=_shape_params(0.9), **logs)
+    first = run_retrain(cohort, ["b1"], shape_params=_shape_params(0.9), **logs)[0]
     assert first.decision == "promoted" and first.champion == ""
     assert first.challenger.startswith("shape:")
 
     # batch 2 grows the cohort; a challenger with even fewer modes is worse -> kept out
     cohort = _cohort(raw_data, tmp_path / "cohort", 30)
-    worse = run_retrain(cohort, ["b2"], shape_params=_shape_params(0.3), **logs)
+    worse = run_retrain(cohort, ["b2"], shape_params=_shape_params(0.3), **logs)[0]
     assert worse.decision == "rejected"
     assert worse.champion == first.challenger and worse.challenger == ""
     assert worse.challenger_error > worse.champion_error
 
     # batch 3: the full model on the grown cohort is better on the same held-out subjects
-    better = run_retrain(cohort, ["b3"], shape_params=_shape_params(1.0), **logs)
+    better = run_retrain(cohort, ["b3"], shape_params=_shape_params(1.0), **logs)[0]
     assert better.decision == "promoted"
     assert better.held_out == worse.held_out
     assert better.challenger_error < better.champion_error
@@ -68,3 +69,27 @@ def test_promotes_only_on_improvement(raw_data: Path, tmp_path: Path) -> None:
     assert [r["parent"] for r in records] == ["", first.challenger]
     assert records[-1]["metrics"]["champion_error_mm"] == pytest.approx(better.champion_error)
     assert records[-1]["flow_run_id"]
+
+
+@pytest.mark.slow
+def test_population_challenger_must_beat_the_champion(raw_data: Path, tmp_path: Path) -> None:
+    """Small real builds: the first is promoted; the same build again is no better."""
+    params = dict(load_params("population"))
+    params.update(n_subjects=4, fit_iterations=2, fit_batch_size=4, em_iterations=3)
+    logs = {
+        "models": ["population"],
+        "population_params": params,
+        "store_dir": tmp_path / "store",
+        "log_file": tmp_path / "lineage.jsonl",
+        "promotions": tmp_path / "promotions.jsonl",
+    }
+    first = run_retrain(raw_data, ["b1"], **logs)[0]
+    assert first.decision == "promoted" and first.challenger.startswith("population:")
+    assert 1.0 < first.challenger_error < 100.0  # mm, body lengths given height and weight
+
+    again = run_retrain(raw_data, ["b2"], **logs)[0]
+    assert again.decision == "rejected" and again.champion == first.challenger
+    assert again.challenger_error == pytest.approx(again.champion_error)
+    decisions = read_decisions(logs["promotions"])
+    assert [d["model"] for d in decisions] == ["population", "population"]
+    assert decisions[-1]["champion_error"] == pytest.approx(first.challenger_error)
