@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--demo-models", action="store_true", help="always use demo models")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     apply_env_defaults()
 
     proc, url, source = None, args.url, "given url"

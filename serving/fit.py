@@ -30,6 +30,7 @@ from serving.schemas import (
     ModelRef,
     Point,
     Residuals,
+    mesh_out,
 )
 
 logger = logging.getLogger(__name__)
@@ -177,12 +178,7 @@ class FitAPI:
             coefficients=result.coeffs.tolist(),
             coefficient_sd=result.coeffs_std.tolist(),
             features=estimates,
-            mesh=Mesh(
-                name=structure,
-                vertices=np.round(result.vertices, 3).tolist(),
-                faces=result.faces.tolist(),
-                frame=f"input frame ({axes}) mm",
-            ),
+            mesh=mesh_out(structure, result.vertices, result.faces, f"input frame ({axes}) mm"),
             residuals=Residuals(
                 mean_mm=result.residual.mean_mm,
                 p95_mm=result.residual.p95_mm,

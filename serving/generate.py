@@ -25,6 +25,7 @@ from serving.schemas import (
     GenerateResponse,
     Mesh,
     ModelRef,
+    mesh_out,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,7 @@ def _warmup(model: ServedModel) -> None:
 
 
 def _mesh(name: str, tri: Any) -> Mesh:
-    return Mesh(
-        name=name,
-        vertices=np.round(np.asarray(tri.vertices), 2).tolist(),
-        faces=np.asarray(tri.faces).tolist(),
-        frame="body RAS+ mm",
-    )
+    return mesh_out(name, tri.vertices, tri.faces, "body RAS+ mm", decimals=2)
 
 
 def _response(served: ServedModel, human: Any, batch_size: int) -> GenerateResponse:
@@ -107,7 +103,7 @@ class GenerateAPI:
         features: Features,
         with_organs: Annotated[
             bool, Field(description="also return the organs and structures inside")
-        ] = True,
+        ] = False,
     ) -> GenerateResponse:
         """The expected body (skin, bones, organs) for any subset of features, with uncertainty.
 

@@ -54,6 +54,23 @@ class Mesh(BaseModel):
         return faces
 
 
+def mesh_out(name: str, vertices: Any, faces: Any, frame: str, decimals: int = 3) -> Mesh:
+    """A response mesh from server-made arrays, without re-validating every vertex.
+
+    Args:
+        vertices: `(n_vertices, 3)` mm, rounded to `decimals`.
+        faces: `(n_faces, 3)` vertex indices.
+    """
+    import numpy as np
+
+    return Mesh.model_construct(
+        name=name,
+        vertices=np.round(np.asarray(vertices, dtype=float), decimals).tolist(),
+        faces=np.asarray(faces, dtype=np.int64).tolist(),
+        frame=frame,
+    )
+
+
 class FeaturePrediction(BaseModel):
     """A predicted feature value with its uncertainty, in catalogue units."""
 

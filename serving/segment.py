@@ -21,7 +21,7 @@ import numpy as np
 
 from dh.errors import DHError, Problem, fail
 from serving.common import SETTINGS, ServedModel, load_served_model, require, user_errors
-from serving.schemas import Mesh, ModelRef, SegmentResponse, StructureResult
+from serving.schemas import ModelRef, SegmentResponse, StructureResult, mesh_out
 
 logger = logging.getLogger(__name__)
 
@@ -233,12 +233,7 @@ def _segment(served: ServedModel, source: Path, tmp: Path, with_meshes: bool) ->
         tri = surfaces.get(name)
         mesh = None
         if tri is not None:
-            mesh = Mesh(
-                name=name,
-                vertices=np.round(tri.vertices, 3).tolist(),
-                faces=tri.faces.tolist(),
-                frame="world RAS+ mm",
-            )
+            mesh = mesh_out(name, tri.vertices, tri.faces, "world RAS+ mm")
         volume = round(float(counts[label]) * voxel_ml, 3)
         structures.append(StructureResult(name=name, label=label, volume_ml=volume, mesh=mesh))
 

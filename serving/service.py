@@ -19,6 +19,7 @@ import threading
 
 import bentoml
 
+from serving import logs
 from serving.common import SETTINGS
 from serving.fit import FitAPI
 from serving.generate import GenerateAPI
@@ -27,6 +28,8 @@ from serving.segment import SegmentAPI
 from serving.simulate import SimulateAPI
 
 logger = logging.getLogger(__name__)
+
+logs.install()
 
 TRAFFIC = {"timeout": 300, "max_concurrency": 64}
 
@@ -41,6 +44,7 @@ class _Base:
     def __init__(self) -> None:
         from serving.common import STATE
 
+        logs.install()  # again after BentoML configured logging in this worker
         setups = [c for c in type(self).__mro__ if "setup" in c.__dict__ and c is not _Base]
         for cls in setups:
             STATE.expect(cls.CONCERN)

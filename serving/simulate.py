@@ -22,7 +22,13 @@ from pydantic import Field
 
 from dh.errors import fail
 from serving.common import load_served_model, require, user_errors
-from serving.schemas import LoadCase, Mesh, ModelRef, SimulateResponse, SimulationSummary
+from serving.schemas import (
+    LoadCase,
+    Mesh,
+    ModelRef,
+    SimulateResponse,
+    SimulationSummary,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,11 @@ def _lung_points(raw: Path, n: int = 1000, seed: int = 0) -> np.ndarray:
 
 
 def test_generate_example(live_server: LiveServer) -> None:
-    r = live_server.client.post("/generate", json={"features": EXAMPLE})
+    r = live_server.client.post("/generate", json={"features": EXAMPLE, "with_organs": True})
     assert r.status_code == 200, r.text
     body = r.json()
     skin = body["meshes"][0]
+    assert len(body["meshes"]) > 1  # organs and structures inside the skin
     assert skin["name"] == "skin" and len(skin["vertices"]) > 1000 and skin["faces"]
     assert len(body["vertex_sd_mm"]["skin"]) == len(skin["vertices"])
     assert set(EXAMPLE).isdisjoint(body["predicted"]) and body["predicted"]
@@ -38,7 +39,7 @@ def test_generate_example(live_server: LiveServer) -> None:
 
 def test_generate_batches_concurrent_requests(live_server: LiveServer) -> None:
     requests = [
-        {"features": {"sex": s, "stature_mm": h}, "with_organs": False}
+        {"features": {"sex": s, "stature_mm": h}}
         for s in ("F", "M")
         for h in (1550, 1650, 1750, 1850)
     ]

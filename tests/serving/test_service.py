@@ -83,3 +83,15 @@ def test_malformed_json_is_400(live_server: LiveServer) -> None:
             path, content=b'{"features": ', headers={"Content-Type": "application/json"}
         )
         assert r.status_code in (400, 503), (path, r.status_code)
+
+
+def test_no_request_content_in_the_log(live_server: LiveServer) -> None:
+    secret = "jane_doe_1984_03_07"
+    for payload in ({"features": {secret: 1}}, {"features": {"sex": secret}}):
+        r = live_server.client.post("/generate", json=payload)
+        assert r.status_code in (400, 503)
+        if r.status_code == 400:
+            assert secret in r.text  # the user sees what was wrong
+    r = live_server.client.post("/fit", json={"structure": secret})
+    assert r.status_code in (400, 503)
+    assert secret not in live_server.log.read_text(errors="replace")
