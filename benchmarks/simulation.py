@@ -1,10 +1,11 @@
 """Benchmark the femur simulation: FE time and mesh size, surrogate latency and error vs FE.
 
 Writes `benchmarks/results/simulation.json`. FE: the stance load case (70 kg) on three demo
-femurs (raw CT surfaces, world mm). Surrogate: the trained ONNX surrogate
-(`artifacts/simulation/`, built by `python -m flows.simulation` if missing) against the FE
-runs on its held-out shapes (`test.npz`) with loads drawn from the training ranges, plus the
-end-to-end `simulate(..., mode="surrogate")` time on a fit-like folder.
+femurs (raw CT surfaces, world mm), and a mesh-refinement series on one of them. Surrogate:
+the trained ONNX surrogate (`artifacts/simulation/`, built by `python -m flows.simulation` if
+missing) against the FE runs on its held-out shapes (`test.npz`) with loads drawn from the
+training ranges, plus the end-to-end `simulate(..., mode="surrogate")` time on a fit-like
+folder.
 
 Run: `.venv/bin/python benchmarks/simulation.py`
 """
@@ -61,6 +62,39 @@ def bench_fe(params: dict) -> dict:
         "target_seconds": 60.0,
         "meets_target": bool(max(secs) < 60.0),
     }
+
+
+def bench_fe_refinement(params: dict, sizes=(800, 1200, 2000)) -> dict:
+    """Mesh sensitivity on one femur: energy and stresses vs surface size (all on its vertices)."""
+    import copy
+
+    from models.meshio import read_mesh
+    from models.simulation.api import simulate
+
+    mesh = read_mesh(DATA_RAW / "bones" / "femur" / f"{FEMURS[1]}.wrl")
+    rows, fields = [], []
+    for n in sizes:
+        p = copy.deepcopy(params)
+        p["mesh"]["surface_vertices"] = int(n)
+        res = simulate(mesh, "stance", 70.0, "fe", params=p)
+        fields.append(res.von_mises)
+        rows.append(
+            {
+                "surface_vertices": int(n),
+                "n_tets": res.mesh["n_tets"],
+                "n_dofs": res.mesh["n_dofs"],
+                "seconds": res.seconds,
+                "strain_energy_j": res.strain_energy_j,
+                "von_mises_p99_mpa": float(np.percentile(res.von_mises, 99)),
+                "von_mises_peak_mpa": float(res.von_mises.max()),
+                "displacement_peak_mm": float(np.linalg.norm(res.displacement, axis=1).max()),
+            }
+        )
+    for r, vm in zip(rows, fields, strict=True):
+        r["rel_l2_von_mises_vs_finest"] = float(
+            np.linalg.norm(vm - fields[-1]) / np.linalg.norm(fields[-1])
+        )
+    return {"subject": FEMURS[1], "runs": rows}
 
 
 def bench_surrogate(params: dict) -> dict:
@@ -137,6 +171,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     params = load_params("simulation")
     fe = bench_fe(params)
+    fe["refinement"] = bench_fe_refinement(params)
     sur = bench_surrogate(params)
     doc = {"load_case": "stance, 70 kg", "fe": fe, "surrogate": sur, "params": params}
     # the 2 cores are shared: the load average says how contended the timings were
