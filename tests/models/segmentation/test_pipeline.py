@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from dh.config import PROJECT_ROOT
 from models.segmentation.grid import ras_affine, resample_to, to_xyz
 from models.segmentation.imageio import read_ct
+from models.segmentation.lineage import sha256_file
 from models.segmentation.metrics import dice
 
 pytestmark = pytest.mark.slow
@@ -42,15 +43,15 @@ TINY = {
 
 @pytest.fixture(scope="session")
 def tiny_model(raw_data, tmp_path_factory) -> dict:
-    from models.segmentation.config import load_seg_params
-    from models.segmentation.export import export_model
-    from models.segmentation.train import train
+    """The `train_segmentation` Prefect flow with tiny params (no model-store registration)."""
+    from prefect.testing.utilities import prefect_test_harness
 
-    params = load_seg_params(TINY)
+    from flows.segmentation import run
+
     out = tmp_path_factory.mktemp("seg_model")
-    trained = train(params, out, raw_data)
-    exported = export_model(trained.checkpoint, params, out, raw_data)
-    return {"dir": out, "train": trained, "export": exported}
+    with prefect_test_harness(server_startup_timeout=120):
+        result = run(TINY, out, register=False)
+    return {"dir": out, "flow": result}
 
 
 @pytest.fixture(scope="session")
@@ -67,13 +68,15 @@ def dicom_outputs(raw_data, tiny_model, tmp_path_factory) -> Path:
 
 
 def test_training_writes_checkpoint_lineage_and_metrics(tiny_model):
-    trained = tiny_model["train"]
-    lineage = json.loads(trained.lineage.read_text())
+    out = tiny_model["dir"]
+    lineage = json.loads((out / "model.pt.lineage.json").read_text())
     assert lineage["trained_on"] == ["ct_dicom"] and lineage["validated_on"] == ["ct_sm"]
     assert any(k.endswith("example_seg_dicom.nii.gz") for k in lineage["data_sha256"])
     assert len([k for k in lineage["data_sha256"] if "example_ct_dicom" in k]) == 20
     assert lineage["params"]["iterations"] == 80 and "commit" in lineage["git"]
-    metrics = json.loads(trained.metrics_path.read_text())
+    assert lineage["sha256"] == sha256_file(out / "model.pt")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == tiny_model["flow"]["train"]["metrics"]
     liver = metrics["train_fit"]["ct_dicom"]["structures"]["liver"]
     assert liver["dice"] > 0.5 and liver["hd95_mm"] is not None
     assert set(metrics["validation"]["ct_sm"]["structures"]) == {"liver", "spleen"}
@@ -83,15 +86,17 @@ def test_training_writes_checkpoint_lineage_and_metrics(tiny_model):
 def test_export_parity_and_dynamic_dims(tiny_model):
     import onnx
 
-    parity = tiny_model["export"].parity
-    assert parity.passed and parity.max_abs_logit < 1e-3 and parity.min_dice > 0.999
-    model = onnx.load(str(tiny_model["export"].onnx_path))
+    out = tiny_model["dir"]
+    parity = tiny_model["flow"]["export"]["parity"]
+    assert parity["passed"] and parity["max_abs_logit"] < 1e-3 and parity["min_dice"] > 0.999
+    model = onnx.load(str(out / "model.onnx"))
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims[1] == 1 and all(isinstance(d, str) for d in dims[0:1] + dims[2:])
-    assert not list(tiny_model["dir"].glob("*.data"))  # weights inside the hashed file
-    manifest = json.loads(tiny_model["export"].manifest_path.read_text())
-    assert manifest["onnx_sha256"] == tiny_model["export"].sha256
+    assert not list(out.glob("*.data"))  # weights inside the hashed file
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["onnx_sha256"] == sha256_file(out / "model.onnx")
     assert manifest["structures"] == ["liver", "spleen"]
+    assert manifest["lineage"]["trained_on"] == ["ct_dicom"]
 
 
 def test_segment_writes_all_outputs(dicom_outputs):
