@@ -81,6 +81,7 @@ def main() -> None:
             "what": "population model rebuild time vs ANSUR II share (other datasets whole)",
             "threads": torch.get_num_threads(),
             "nice": os.nice(0),
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # shared machine
             "runs": runs,
             "scaling_exponent_total": round(slope_total, 3),
             "scaling_exponent_em_and_rest": round(slope_rest, 3),
