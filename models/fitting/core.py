@@ -49,7 +49,9 @@ class FitOptions:
         fit_scale: estimate a scale in the pose (else rigid after the initial alignment).
         init_iterations: ICP rounds per alignment start.
         init_keep: distinct candidate poses kept after the alignment.
-        n_anchors: anchor positions tried for partial views.
+        n_anchors: best grid translations kept per rotation.
+        grid_step_mm: translation grid step of the partial-view search, mm.
+        grid_points: observed points scored per grid position.
         orientation_prior_deg: with a known orientation, scores are multiplied by
             `1 + (angle / this)^2` for a pose turned by `angle` degrees away from it.
         candidate_ratio: candidates scoring above this multiple of the best are dropped.
@@ -75,8 +77,10 @@ class FitOptions:
     init_iterations: int = 8
     init_keep: int = 4
     candidate_ratio: float = 2.0
-    n_anchors: int = 24
+    n_anchors: int = 8
     orientation_prior_deg: float = 45.0
+    grid_step_mm: float = 10.0
+    grid_points: int = 60
     select_iterations: int = 4
     refine: bool = True
     refine_sigma_mm: float = 4.0
@@ -214,18 +218,19 @@ def initial_alignment(
     coarse = sub[: min(len(sub), 150)]
     centre_p = clean.mean(axis=0)
     anchors = [mean.mean(axis=0)[None]]
-    extent_ratio = _extent(clean) / _extent(mean)
-    if opts.multi_start and extent_ratio < 0.75:
-        anchors.append(_inner_anchors(model, opts.n_anchors, extent_ratio, rng))
-    anchors = np.vstack(anchors)  # (n_anchors, 3) model frame
     if orientation is not None:
         rotations = np.stack(near_rotations(orientation) if opts.multi_start else [orientation])
     else:
         rotations = np.stack(cube_rotations() if opts.multi_start else [np.eye(3)])
+    rot = np.repeat(rotations.transpose(0, 2, 1), 1, axis=0)  # (R, 3, 3) world -> model
+    trans = anchors[0] - rot @ centre_p  # (R, 3)
+    if opts.multi_start:
+        # partial views need it: exhaustive translation search on the mean's distance field
+        grid_rot, grid_trans = _grid_search(model, coarse - centre_p, rotations, opts)
+        rot = np.concatenate([rot, grid_rot])
+        trans = np.concatenate([trans, grid_trans + np.einsum("sij,j->si", grid_rot, -centre_p)])
 
-    # Coarse round, all starts at once: world -> model x -> R (x - centre_p) + anchor.
-    rot = np.repeat(rotations.transpose(0, 2, 1), len(anchors), axis=0)  # (S, 3, 3)
-    trans = np.tile(anchors, (len(rotations), 1)) - rot @ centre_p  # (S, 3)
+    # Coarse round, all starts at once: world -> model x -> R x + t.
     rot, trans, scores = _batched_rigid_icp(tree, mean, coarse, rot, trans, opts)
     if orientation is not None:
         scores = scores * np.array([rotation_penalty(r.T, orientation, opts) for r in rot])
@@ -233,8 +238,8 @@ def initial_alignment(
 
     # Fine round on the best distinct starts.
     refined: list[tuple[float, Similarity]] = []
-    for s in order[: 4 * max(1, opts.init_keep)]:
-        tf, score = _icp_world_to_model(tree, mean, sub, Similarity(rot[s], trans[s]), 15, opts)
+    for s in order[: 2 * max(1, opts.init_keep)]:
+        tf, score = _icp_world_to_model(tree, mean, sub, Similarity(rot[s], trans[s]), 10, opts)
         if orientation is not None:
             score *= rotation_penalty(tf.rotation.T, orientation, opts)
         if not any(_same_pose(tf, other) for _, other in refined):
@@ -297,6 +302,56 @@ def _drop_isolated(points: np.ndarray, k: int = 8) -> np.ndarray:
     mad = 1.4826 * np.median(np.abs(spread - med))
     keep = spread <= med + 3.0 * max(mad, 1e-6)
     return points[keep] if keep.sum() >= k else points
+
+
+_FIELDS: dict[int, tuple[np.ndarray, float, np.ndarray]] = {}
+
+
+def _distance_field(model: ShapeModel, n_cells: int = 48) -> tuple[np.ndarray, float, np.ndarray]:
+    """(origin, spacing, `(nx, ny, nz)` distances in mm) of the mean shape's vertices, cached."""
+    key = id(model.mean)
+    if key not in _FIELDS:
+        lo, hi = model.mean.min(axis=0), model.mean.max(axis=0)
+        spacing = float((hi - lo).max() / n_cells)
+        lo = lo - 4 * spacing
+        shape = np.ceil((hi + 4 * spacing - lo) / spacing).astype(int) + 1
+        axes = [lo[i] + spacing * np.arange(shape[i]) for i in range(3)]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        field = cKDTree(model.mean).query(grid)[0].reshape(shape)
+        _FIELDS.clear()  # one model at a time is enough
+        _FIELDS[key] = (lo, spacing, field)
+    return _FIELDS[key]
+
+
+def _grid_search(
+    model: ShapeModel, centred: np.ndarray, rotations: np.ndarray, opts: FitOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best (rotation, translation) starts for centred points over a translation grid.
+
+    Every rotation (model -> world) and every translation on a grid spanning the model is
+    scored by the trimmed mean distance-field value of the moved points; returns the
+    `opts.n_anchors` best per rotation as world -> model rotations `(S, 3, 3)` and the
+    translations `(S, 3)` that place the points' centroid.
+    """
+    origin, spacing, field = _distance_field(model)
+    pts = centred[: opts.grid_points]
+    step = max(spacing * 2.0, opts.grid_step_mm)
+    lo, hi = model.mean.min(axis=0), model.mean.max(axis=0)
+    axes = [np.arange(lo[i], hi[i] + step, step) for i in range(3)]
+    shifts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)  # (T, 3)
+    out_rot, out_trans = [], []
+    upper = np.array(field.shape) - 1
+    for r in rotations:
+        local = pts @ r  # world -> model rotation applied: r.T @ p for each row
+        idx = np.rint((shifts[:, None, :] + local[None] - origin) / spacing).astype(int)
+        np.clip(idx, 0, upper, out=idx)
+        d = field[idx[..., 0], idx[..., 1], idx[..., 2]]  # (T, m)
+        k = int(0.8 * d.shape[1])
+        score = np.partition(d, k, axis=1)[:, :k].mean(axis=1)
+        best = np.argsort(score)[: opts.n_anchors]
+        out_rot += [r.T] * len(best)
+        out_trans.append(shifts[best])
+    return np.stack(out_rot), np.vstack(out_trans)
 
 
 def _inner_anchors(
