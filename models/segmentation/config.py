@@ -44,6 +44,7 @@ class SegParams:
     num_threads: int = 1
     sw_overlap: float = 0.25
     sw_batch_size: int = 2
+    min_component_fraction: float = 0.1
     parity_max_abs_logit: float = 1e-3
     parity_min_dice: float = 0.999
     max_input_mb: float = 2048.0

@@ -42,6 +42,7 @@ from models.segmentation.grid import (
 )
 from models.segmentation.imageio import CTImage, read_ct
 from models.segmentation.lineage import sha256_file
+from models.segmentation.postprocess import remove_small_components
 from models.segmentation.sliding import onnx_predictor, sliding_window
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,12 @@ def predict_labels(ct: CTImage, model: SegmentationModel) -> sitk.Image:
         overlap=cfg["sw_overlap"],
         batch_size=cfg["sw_batch_size"],
     )
-    labels = from_xyz(logits.argmax(0).astype(np.uint8), grid)
+    labels = remove_small_components(
+        logits.argmax(0).astype(np.uint8),
+        len(model.structures),
+        float(cfg.get("min_component_fraction", 0.0)),
+    )
+    labels = from_xyz(labels, grid)
     return resample_to(labels, ct.image, labels=True, default=0)
 
 

@@ -26,6 +26,7 @@ from models.segmentation.dataset import Subject, load_subject, normalize_hu
 from models.segmentation.lineage import sha256_path, write_lineage
 from models.segmentation.metrics import mean_dice, score_labels
 from models.segmentation.network import build_network
+from models.segmentation.postprocess import remove_small_components
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ def predict_volume(model: torch.nn.Module, subject: Subject, params: SegParams) 
             padding_mode="constant",
             cval=0.0,
         )
-    return logits[0].argmax(0).numpy().astype(np.uint8)
+    labels = logits[0].argmax(0).numpy().astype(np.uint8)
+    return remove_small_components(labels, len(params.structures), params.min_component_fraction)
 
 
 def evaluate(
@@ -211,6 +213,7 @@ def train(
         "init_filters": params.init_filters,
         "sw_overlap": params.sw_overlap,
         "sw_batch_size": params.sw_batch_size,
+        "min_component_fraction": params.min_component_fraction,
     }
     torch.save({"state_dict": model.state_dict(), "config": config}, checkpoint)
     data = {}

@@ -75,7 +75,9 @@ def test_ras_affine_matches_nifti_header(raw_data):
 def test_structures_resolve_to_present_labels(raw_data):
     lookup = structure_lookup(load_seg_params(), raw_data)
     assert lookup["liver"] == [LIVER]
-    assert 32 in lookup["vertebrae"] and 98 in lookup["ribs"]
+    assert 32 in lookup["vertebrae"] and 50 in lookup["vertebrae"] and 25 not in lookup["vertebrae"]
+    ribs = structure_lookup(load_seg_params({"structures": {"ribs": ["rib_*"]}}), raw_data)
+    assert ribs["ribs"] == list(range(92, 116))
     with pytest.raises(DHError, match="femurr"):
         structure_lookup(load_seg_params({"structures": {"x": ["femurr"]}}), raw_data)
 

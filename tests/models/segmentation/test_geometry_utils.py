@@ -8,6 +8,7 @@ import pytest
 
 from models.segmentation.mesh import mesh_labelmap, mesh_mask, subsample
 from models.segmentation.metrics import dice, hd95, score_labels
+from models.segmentation.postprocess import remove_small_components
 from models.segmentation.sliding import sliding_window
 
 
@@ -69,3 +70,14 @@ def test_subsample_keeps_world_frame():
     ((i, j, k),) = np.argwhere(sub)
     np.testing.assert_allclose(sub_affine @ [i, j, k, 1], affine @ [11, 21, 4, 1])
     assert mesh_mask(np.zeros((4, 4, 4), bool), affine) is None
+
+
+def test_small_pieces_removed_similar_pieces_kept():
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[2:12, 2:12, 2:12] = 1  # 1000 voxels
+    labels[20:29, 20:29, 20:29] = 1  # 729 voxels: kept (over 10 % of the largest)
+    labels[15, 2, 2] = 1  # a stray voxel: removed
+    labels[2:4, 20:22, 2:4] = 2  # structure 2, one piece: kept
+    out = remove_small_components(labels, 2, 0.1)
+    assert (out == 1).sum() == 1729 and out[15, 2, 2] == 0 and (out == 2).sum() == 8
+    assert remove_small_components(labels, 2, 0.0) is labels
