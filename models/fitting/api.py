@@ -207,7 +207,8 @@ def write_fit_outputs(result: SubjectFit, inputs: SubjectInputs, out_dir: Path) 
             scalars={name: np.minimum(fit.vertex_residual_mm, clip)},
             scalar_title="distance to data (mm)",
             clim=(0.0, clip),
-            title=f"{name}: fit residual, mean {fit.residual.mean_mm:.2f} mm",
+            title=f"{name}: residual mean {fit.residual.mean_mm:.2f} mm; "
+            f"{fit.observed.mean():.0%} of the surface observed (top of scale = unobserved)",
         )
         doc["structures"][name] = {
             "mesh": f"{name}.vtp",

@@ -2,9 +2,12 @@
 
 Three steps, each robust to partial views, noise and outliers:
 
-1. **Similarity alignment** (model frame -> world): multi-start ICP of the mean shape from
-   the 24 axis-aligned rotations (and, for partial views, several anchor positions on the
-   model), scored by a trimmed mean distance; the scale stays within `scale_bounds`.
+1. **Alignment** (model frame -> world): start rotations (the 24 axis-aligned ones, or seven
+   around a known orientation such as LPS -> RAS) times start translations (centroids
+   matched, plus the best positions of an exhaustive translation grid scored on the mean
+   shape's distance field, which finds where a partial view belongs); batched trimmed ICP of
+   the mean shape from all starts; the best distinct poses are compared by a short shape fit.
+   The pose is rigid by default (data in mm); a scale within `scale_bounds` is optional.
 2. **Posterior shape fit**: alternate (a) closest-vertex correspondences for every observed
    point with outlier rejection (distance above `outlier_k` robust sigmas) and Cauchy weights,
    (b) the Gaussian posterior of the standardised shape coefficients given the point-to-plane
@@ -13,7 +16,12 @@ Three steps, each robust to partial views, noise and outliers:
    the inlier points, limited to `refine_max_mm` per vertex and to vertices near data.
 
 Only the data -> model direction is used for correspondences, so unobserved parts of the
-structure follow the shape model's posterior mean and carry its posterior uncertainty.
+structure follow the shape model's posterior mean and carry its posterior uncertainty
+(plus the model's leave-one-out residual std away from the data).
+
+Known limits: the posterior treats points as independent, so coefficient std is optimistic;
+a partial view of a smooth surface can fit well in a wrong place (see
+benchmarks/results/fitting.json, hidden-part errors per fold).
 """
 
 from __future__ import annotations
@@ -198,14 +206,15 @@ def initial_alignment(
     opts: FitOptions,
     orientation: np.ndarray | None = None,
 ) -> list[tuple[float, Similarity]]:
-    """Candidate similarities model frame -> world from multi-start trimmed ICP of the mean.
+    """Candidate poses model frame -> world from multi-start trimmed ICP of the mean.
 
-    The coarse round runs rigid ICP from every start at once (24 axis-aligned rotations times
-    anchor positions: the model centroid, and for partial views points just inside the
-    model surface); the best distinct starts are then refined one by one.
+    The coarse round runs rigid ICP from every start at once: each start rotation with the
+    centroids matched, and with the `opts.n_anchors` best translations of a grid search on
+    the mean's distance field; the best distinct starts are then refined one by one.
 
     With a known `orientation` (the `(3, 3)` rotation model frame -> world expected for this
-    input, e.g. LPS -> RAS), only rotations within about 20 degrees of it are tried.
+    input, e.g. LPS -> RAS), only rotations within about 20 degrees of it are tried and turned
+    poses are penalised (`opts.orientation_prior_deg`).
 
     Returns up to `opts.init_keep` distinct candidates as (trimmed mean distance in mm,
     transform), best first.
@@ -352,17 +361,6 @@ def _grid_search(
         out_rot += [r.T] * len(best)
         out_trans.append(shifts[best])
     return np.stack(out_rot), np.vstack(out_trans)
-
-
-def _inner_anchors(
-    model: ShapeModel, n: int, extent_ratio: float, rng: np.random.Generator
-) -> np.ndarray:
-    """`(n, 3)` spread-out model-surface points moved inwards, where a patch centroid may be."""
-    surface = _anchor_points(model.mean, n, rng)
-    ids = cKDTree(model.mean).query(surface)[1]
-    normals = _vertex_normals(model.mean, model.faces)[ids]
-    depth = 0.15 * extent_ratio * _extent(model.mean)
-    return surface - depth * normals
 
 
 def _same_pose(a: Similarity, b: Similarity, deg: float = 15.0, mm: float = 10.0) -> bool:
@@ -634,17 +632,3 @@ def _landmark_arrays(
     names = list(landmarks)
     ids = np.array([model.landmarks[n] for n in names], dtype=np.int64)
     return ids, np.array([landmarks[n] for n in names], dtype=float)
-
-
-def _extent(points: np.ndarray) -> float:
-    return float(np.linalg.norm(np.ptp(points, axis=0)))
-
-
-def _anchor_points(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """`(k, 3)` spread-out points of a shape (farthest-point sampling)."""
-    chosen = [int(rng.integers(len(points)))]
-    d = np.linalg.norm(points - points[chosen[0]], axis=1)
-    for _ in range(k - 1):
-        chosen.append(int(np.argmax(d)))
-        d = np.minimum(d, np.linalg.norm(points - points[chosen[-1]], axis=1))
-    return points[chosen]
