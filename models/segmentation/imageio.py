@@ -112,7 +112,10 @@ def _read_nifti(path: Path, max_input_mb: float) -> CTImage:
     if len(size) == 4 and size[3] == 1:
         size = size[:3]
     _check_size(str(path), size, max_input_mb)
-    image = reader.Execute()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        fail(str(path), "", f"unreadable ({str(exc).strip()[:60]})", "a NIfTI", "re-export it")
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     return CTImage(sitk.Cast(image, sitk.sitkFloat32), str(path), "nifti")
@@ -168,7 +171,16 @@ def _read_dicom_folder(folder: Path, max_input_mb: float) -> CTImage:
     if len(names) != len(headers):
         names = [str(p) for p in headers]
     reader.SetFileNames(list(names))
-    image = reader.Execute()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:  # GDCM: truncated file, unsupported transfer syntax...
+        fail(
+            str(folder),
+            "pixel data",
+            f"unreadable ({str(exc).strip().splitlines()[-1][:60]})",
+            "decodable DICOM slices",
+            "re-export the series (uncompressed or JPEG 2000) and check no file is truncated",
+        )
     return CTImage(sitk.Cast(image, sitk.sitkFloat32), str(folder), "dicom", len(names))
 
 

@@ -99,3 +99,11 @@ def test_missing_and_unknown_inputs(tmp_path):
     empty.mkdir()
     with pytest.raises(DHError, match="no DICOM files"):
         read_ct(empty)
+
+
+def test_truncated_dicom_slice(dicom_copy):
+    victim = sorted(dicom_copy.iterdir())[5]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) - 20000])  # pixel data cut short, header intact
+    with pytest.raises(DHError, match="unreadable|pixel data"):
+        read_ct(dicom_copy)
