@@ -10,7 +10,7 @@ the body's joints and skin:
   about the shaft axis is the one of least rotation from the model frame (z superior).
 - ``lungs`` (left lower lobe): translated, unscaled and unrotated (its source frame is a CT
   frame, z superior) so that its centroid sits in the left posterior lower thorax: a quarter
-  of the chest breadth left of the midline, a fifth of the chest depth behind the chest
+  of the chest breadth left of the midline, a tenth of the chest depth behind the chest
   centre, and 30% of the way from the waist level up to the shoulder joints.
 """
 
@@ -54,7 +54,7 @@ def place_lung(model, skin: np.ndarray, sho_z: float, waist_z: float) -> trimesh
     breadth = band[:, 0].max() - band[:, 0].min()
     depth = band[:, 1].max() - band[:, 1].min()
     centre = np.array(
-        [-0.25 * breadth, 0.5 * (band[:, 1].max() + band[:, 1].min()) - 0.2 * depth, z]
+        [-0.25 * breadth, 0.5 * (band[:, 1].max() + band[:, 1].min()) - 0.1 * depth, z]
     )
     v = mean - mean.mean(0) + centre
     return trimesh.Trimesh(v, model.faces, process=False)

@@ -71,15 +71,28 @@ class PopulationModel:
     def index(self, name: str) -> int:
         return self.names.index(name)
 
+    def with_derived(self, given: dict[str, float]) -> dict[str, float]:
+        """`given` plus the features that follow from it exactly: BMI from stature and weight.
+
+        Conditioning on BMI as well adds the non-linear term weight / stature^2 to what is
+        otherwise a linear prediction.
+        """
+        out = dict(given)
+        if "bmi_kg_m2" in self.feature_names and "bmi_kg_m2" not in out:
+            if "stature_mm" in out and "weight_kg" in out:
+                out["bmi_kg_m2"] = out["weight_kg"] / (out["stature_mm"] / 1000.0) ** 2
+        return out
+
     def conditionals(
         self, given: dict[str, float], sex: str | None
     ) -> tuple[dict[str, Conditional], dict[str, float]]:
         """Per-sex conditionals on `given` (feature name -> value) and the sex weights.
 
+        Features derived exactly from the given ones (:meth:`with_derived`) are given too.
         With `sex` given only that component is used (weight 1); otherwise each sex is
         weighted by prior x marginal likelihood of the given values.
         """
-        idx = {self.index(k): float(v) for k, v in given.items()}
+        idx = {self.index(k): float(v) for k, v in self.with_derived(given).items()}
         sexes = (sex,) if sex else SEXES
         conds = {s: condition(self.components[s], idx) for s in sexes}
         logw = np.array([np.log(self.sex_prior[s]) + conds[s].log_evidence for s in sexes])
