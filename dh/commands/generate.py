@@ -123,10 +123,12 @@ def generate_cmd(
 ) -> None:
     """Generate the expected digital human for the given features and write meshes, predicted
     features with intervals, and a rendering."""
+    from dh.cohort import check_feature_values
     from dh.console import progress
     from models.population.generate import Generator
 
     features = parse_features(sex, age, height_mm, weight_kg, feature)
+    check_feature_values(features)  # fail fast, before loading the models
     with progress("generating", total=None) as advance:
         gen = Generator(model_dir) if model_dir else Generator()
         gen.validate(features)
