@@ -1,9 +1,10 @@
 """Load benchmark of the live services: 16 concurrent clients for 30 s on /generate and /fit.
 
 Starts `bentoml serve serving.service:DigitalHuman` on a free 127.0.0.1 port (or uses
-`--url`), then runs `--clients` asyncio clients, each alternating POST /generate (the issue's
-example features) and POST /fit (1,000 surface points of a real demo lung), until `--seconds`
-have passed or `--max-requests` were sent (a bounded loop either way). Loopback only.
+`--url`), then runs three phases of `--clients` asyncio clients each: POST /generate only (the
+issue's example features), POST /fit only (1,000 surface points of a real demo lung), and
+both alternating; each phase lasts until `--seconds` have passed or `--max-requests` were
+sent (a bounded loop either way), then waits for the requests in flight. Loopback only.
 
 Models: by default the ones in the project's model store (`BENTOML_HOME`, .cache/bentoml)
 when /generate and /fit are both registered there, else small demo models built from the real
@@ -36,6 +37,7 @@ from dh.config import DATA_RAW, apply_env_defaults  # noqa: E402
 logger = logging.getLogger("benchmarks.serving")
 
 API_KEY = "bench-key"
+PHASES = {"generate": ("/generate",), "fit": ("/fit",), "mixed": ("/generate", "/fit")}
 GENERATE = {"features": {"sex": "F", "age_years": 35, "stature_mm": 1620, "weight_kg": 55}}
 
 
@@ -60,11 +62,13 @@ def percentiles(ms: list[float]) -> dict[str, float | None]:
     }
 
 
-async def run_load(url: str, clients: int, seconds: float, max_requests: int) -> dict:
-    """The load itself: `clients` workers alternating /generate and /fit until time is up."""
+async def run_load(
+    url: str, clients: int, seconds: float, max_requests: int, payloads: dict[str, dict]
+) -> dict:
+    """The load itself: `clients` workers cycling through the paths of `payloads` until time
+    is up (or `max_requests` were sent)."""
     import httpx
 
-    payloads = {"/generate": GENERATE, "/fit": fit_payload()}
     lat: dict[str, list[float]] = {p: [] for p in payloads}
     errors: dict[str, list[str]] = {p: [] for p in payloads}
     batch_sizes: list[int] = []
@@ -83,7 +87,7 @@ async def run_load(url: str, clients: int, seconds: float, max_requests: int) ->
             i = k
             while time.monotonic() < deadline and sent < max_requests:
                 sent += 1
-                path = paths[i % 2]
+                path = paths[i % len(paths)]
                 i += 1
                 t0 = time.perf_counter()
                 try:
@@ -112,9 +116,10 @@ async def run_load(url: str, clients: int, seconds: float, max_requests: int) ->
             "requests_per_s": round(n_ok / elapsed, 2),
             **percentiles(lat[path]),
         }
-    all_ms = lat["/generate"] + lat["/fit"]
+    all_ms = [ms for p in payloads for ms in lat[p]]
     n_err = sum(len(e) for e in errors.values())
-    sizes = np.asarray(batch_sizes) if batch_sizes else np.zeros(1)
+    sizes = np.asarray(batch_sizes) if batch_sizes else np.zeros(1, dtype=int)
+    counts = {int(k): int(v) for k, v in zip(*np.unique(sizes, return_counts=True), strict=True)}
     return {
         "clients": clients,
         "duration_s": round(elapsed, 2),
@@ -123,7 +128,11 @@ async def run_load(url: str, clients: int, seconds: float, max_requests: int) ->
         "requests_per_s": round(len(all_ms) / elapsed, 2),
         **percentiles(all_ms),
         "endpoints": per_endpoint,
-        "generate_batch_size": {"mean": round(float(sizes.mean()), 2), "max": int(sizes.max())},
+        "generate_batch_size": {
+            "mean": round(float(sizes.mean()), 2),
+            "max": int(sizes.max()),
+            "responses_by_batch_size": counts,
+        },
     }
 
 
@@ -168,23 +177,42 @@ def main() -> None:
         except Exception:
             stop_server(proc)
             raise
+    bodies = {"/generate": GENERATE, "/fit": fit_payload()}
+    load_before = os.getloadavg()
+    result: dict = {"phases": {}}
     try:
-        result = asyncio.run(run_load(url, args.clients, args.seconds, args.max_requests))
+        for name, paths in PHASES.items():
+            logger.info(
+                "phase %s: %d clients for %.0f s on %s", name, args.clients, args.seconds, paths
+            )
+            result["phases"][name] = asyncio.run(
+                run_load(
+                    url,
+                    args.clients,
+                    args.seconds,
+                    args.max_requests,
+                    {p: bodies[p] for p in paths},
+                )
+            )
         import httpx
 
         models = httpx.get(f"{url}/models", headers={"X-API-Key": API_KEY}, timeout=10).json()
     finally:
         if proc is not None:
             stop_server(proc)
+    result["load_average_1m"] = {"before": load_before[0], "after": os.getloadavg()[0]}
     result["models"] = {m["concern"]: m["tag"] for m in models.get("models", [])}
     result["model_source"] = source
     result["loop"] = {"seconds": args.seconds, "max_requests": args.max_requests}
+    result["errors"] = sum(p["errors"] for p in result["phases"].values())
     path = write_result("serving", result)
-    logger.info(
-        "%d ok, %d errors, %.1f req/s, p50 %s ms, p95 %s ms, p99 %s ms -> %s",
-        result["requests_ok"], result["errors"], result["requests_per_s"],
-        result["p50_ms"], result["p95_ms"], result["p99_ms"], path,
-    )  # fmt: skip
+    for name, r in result["phases"].items():
+        logger.info(
+            "%s: %d ok, %d errors, %.2f req/s, p50 %s ms, p95 %s ms, p99 %s ms",
+            name, r["requests_ok"], r["errors"], r["requests_per_s"],
+            r["p50_ms"], r["p95_ms"], r["p99_ms"],
+        )  # fmt: skip
+    logger.info("total errors %d -> %s", result["errors"], path)
 
 
 if __name__ == "__main__":
