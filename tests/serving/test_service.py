@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.serving.conftest import API_KEY, LiveServer
+
+pytestmark = pytest.mark.slow  # the session's live server builds and serves real models
 
 CONCERNS = ("segment", "generate", "fit", "simulate")
 
