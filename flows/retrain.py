@@ -98,11 +98,13 @@ def ensure_registered(
     parent: str | None = None,
     store_dir: Path | None = None,
     log_file: Path | None = None,
+    validation: dict[str, Any] | None = None,
 ) -> str:
     """Register `files` as a new version of `name` unless the latest version stores them already.
 
-    The parent is the latest version (or `parent`). Returns the tag of the version holding
-    these files.
+    The parent is the latest version (or `parent`). The validation result recorded is
+    `validation`, else the last ingest's (:func:`ingest_validation`). Returns the tag of the
+    version holding these files.
     """
     from dh.errors import DHError
     from dh.lineage import hash_file, make_record
@@ -122,9 +124,22 @@ def ensure_registered(
         inputs,
         params=params,
         metrics=metrics,
+        validation=validation if validation is not None else ingest_validation(),
         parent=parent if parent is not None else (latest.tag if latest else ""),
     )
     return register_model(name, files, record, store_dir=store_dir, log_file=log_file).tag
+
+
+def ingest_validation(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """The validation result of the last versioned ingest (the ingest log's last such line)."""
+    from flows.ingest import read_log
+
+    entries = [e for e in read_log(root) if e.get("status") == "versioned"]
+    if not entries:
+        return {}
+    last = entries[-1]
+    keys = ("batch_id", "data_version", "problems", "notes", "time", "flow_run_id", "dvc_file")
+    return {"passed": True, "source": "data/ingest_log.jsonl", **{k: last.get(k) for k in keys}}
 
 
 # ------------------------------------------------------------------------ held-out split
