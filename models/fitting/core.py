@@ -60,6 +60,13 @@ class FitOptions:
         n_anchors: best grid translations kept per rotation.
         grid_step_mm: translation grid step of the partial-view search, mm.
         grid_points: observed points scored per grid position.
+        symmetric_weight: weight of model -> data pairs (vertices within `reverse_max_mm` of
+            the data), which stop the model from wrapping around a full view (0: off).
+        pose_perturb_deg: turn of the final local pose search (0: off).
+        select_prior_weight: mm added per unit mean squared coefficient when comparing
+            candidate poses.
+        reverse_max_mm: farthest data point a vertex is paired with, mm.
+        max_mahalanobis: bound on the norm of the standardised coefficients (0: none).
         orientation_prior_deg: with a known orientation, scores are multiplied by
             `1 + (angle / this)^2` for a pose turned by `angle` degrees away from it.
         candidate_ratio: candidates scoring above this multiple of the best are dropped.
@@ -87,6 +94,11 @@ class FitOptions:
     candidate_ratio: float = 2.0
     n_anchors: int = 8
     orientation_prior_deg: float = 45.0
+    max_mahalanobis: float = 0.0
+    symmetric_weight: float = 0.0
+    pose_perturb_deg: float = 0.0
+    select_prior_weight: float = 1.0
+    reverse_max_mm: float = 5.0
     grid_step_mm: float = 10.0
     grid_points: int = 60
     select_iterations: int = 4
@@ -440,12 +452,38 @@ def _fit_model(
         if score > opts.candidate_ratio * init_score + 1e-9 and best is not None:
             continue
         state = _shape_fit(model, basis, pts, pose, opts.select_iterations, opts, lm_ids, lm_pts)
-        state = (*state[:3], state[3] * rotation_penalty(state[0].rotation, orientation, opts))
+        # residual, times the orientation penalty, plus a price on implausible coefficients
+        # (a wrong pose needs large coefficients to compensate)
+        penalty = rotation_penalty(state[0].rotation, orientation, opts)
+        prior = opts.select_prior_weight * float(np.mean(state[1] ** 2))
+        state = (*state[:3], state[3] * penalty + prior)
         if best is None or state[3] < best[3]:
             best = state
-    pose, coeffs, cov, _ = _shape_fit(
+    pose, coeffs, cov, score = _shape_fit(
         model, basis, pts, best[0], opts.iterations, opts, lm_ids, lm_pts, best[1]
     )
+
+    # local pose search: the mean shape's ICP can settle 15-20 degrees off, and the shape
+    # fit then compensates; restart from turned poses and keep any clearly better fit
+    if opts.multi_start and opts.pose_perturb_deg > 0:
+        centre = pose.apply(model.instance(coeffs)).mean(axis=0)
+        for turn in near_rotations(np.eye(3), opts.pose_perturb_deg)[1:]:
+            start = Similarity(turn, centre - turn @ centre).compose(pose)
+            trial = _shape_fit(
+                model, basis, pts, start, opts.select_iterations, opts, lm_ids, lm_pts, coeffs
+            )
+            if trial[3] < 0.97 * score:
+                pose, coeffs, cov, score = _shape_fit(
+                    model,
+                    basis,
+                    pts,
+                    trial[0],
+                    opts.iterations // 2,
+                    opts,
+                    lm_ids,
+                    lm_pts,
+                    trial[1],
+                )
 
     shape = model.instance(coeffs)
     local = pose.inverse().apply(pts)
@@ -522,9 +560,16 @@ def _shape_fit(
         ids_all = np.concatenate([ids[inliers], lm_ids])
         pts_all = np.vstack([local[inliers], pose.inverse().apply(lm_pts)])
         w_all = np.concatenate([w[inliers], np.ones(len(lm_ids))])
+        if opts.symmetric_weight > 0 and inliers.any():
+            # model -> data pairs for vertices near the data (hidden parts are far: left out)
+            v_ids, v_pts, v_w = _reverse_pairs(shape, local[inliers], opts)
+            ids_all = np.concatenate([ids_all, v_ids])
+            pts_all = np.vstack([pts_all, v_pts])
+            w_all = np.concatenate([w_all, opts.symmetric_weight * v_w])
         if opts.use_shape:
             normals = _vertex_normals(shape, model.faces)[ids_all]
             coeffs, cov = _posterior(model, basis, ids_all, pts_all, normals, w_all, opts)
+            coeffs = _plausible(coeffs, opts.max_mahalanobis)
             shape = model.instance(coeffs)
         world = pose.apply(pts_all)
         if opts.fit_scale:
@@ -535,6 +580,27 @@ def _shape_fit(
     d, _ = cKDTree(model.instance(coeffs)).query(pose.inverse().apply(pts))
     trimmed = float(d[d <= np.quantile(d, 0.8)].mean()) * pose.scale
     return pose, coeffs, cov, trimmed
+
+
+def _reverse_pairs(
+    shape: np.ndarray, local: np.ndarray, opts: FitOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vertex ids, their nearest inlier points, weights) for vertices close to the data."""
+    d, j = cKDTree(local).query(shape)
+    sigma = max(1.4826 * float(np.median(d)), opts.min_sigma_mm)
+    near = d <= min(opts.outlier_k * sigma, opts.reverse_max_mm)
+    ids = np.flatnonzero(near)
+    return ids, local[j[near]], 1.0 / (1.0 + (d[near] / sigma) ** 2)
+
+
+def _plausible(coeffs: np.ndarray, limit: float) -> np.ndarray:
+    """Shrink standardised coefficients onto the ellipsoid |b| <= limit (plausible shapes).
+
+    With thousands of correlated points the Gaussian prior alone is too weak to stop the
+    model from wrapping around the data; this is the classic active-shape-model bound.
+    """
+    norm = float(np.linalg.norm(coeffs))
+    return coeffs if norm <= limit or limit <= 0 else coeffs * (limit / norm)
 
 
 def _correspondences(
