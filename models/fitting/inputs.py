@@ -28,7 +28,7 @@ LABEL_TO_STRUCTURE = {
 """Label-map or mesh names (TotalSegmentator v2 names and our own) -> shape model name."""
 
 AXES = ("LPS", "RAS", "any")
-MESH_SUFFIXES = (".ply", ".obj", ".stl", ".vtp", ".vtk", ".off", ".glb")
+MESH_SUFFIXES = (".ply", ".obj", ".stl", ".vtp", ".vtk", ".off", ".glb", ".wrl")
 MIN_POINTS = 20
 
 
@@ -363,7 +363,7 @@ def _read_mesh_points(path: Path) -> np.ndarray:
 
     from models.meshio import read_mesh
 
-    if path.suffix.lower() in (".vtp", ".vtk"):
+    if path.suffix.lower() in (".vtp", ".vtk", ".wrl"):
         loaded = read_mesh(path)
     else:
         try:
