@@ -45,7 +45,7 @@ class SegParams:
     sw_overlap: float = 0.25
     sw_batch_size: int = 2
     min_component_fraction: float = 0.1
-    parity_max_abs_logit: float = 1e-3
+    parity_max_abs_logit: float = 1e-2
     parity_min_dice: float = 0.999
     max_input_mb: float = 2048.0
     hu_check_p01_max: float = -500.0
