@@ -23,7 +23,7 @@ subject-specific positions.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,41 @@ class OrganAtlas:
     control: np.ndarray
     organs: dict[str, trimesh.Trimesh]
     affine: np.ndarray
+    _operators: dict[float, np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def carry_operator(self, smoothing: float = 1.0) -> np.ndarray:
+        """`(n_organ_vertices, n_control)` linear map from control displacements to the
+        displacement of every organ vertex (organs stacked in `organs` order).
+
+        The thin-plate-spline interpolant ``f(x) = sum_i c_i phi(|x - x_i|) + a + B x`` of
+        the control displacements is linear in them, and its kernel matrix, polynomial block
+        and evaluation at the organ vertices depend only on the reference body, so this map is
+        computed once per atlas (and smoothing) and cached; :func:`carry` then costs one
+        matrix product. ``phi(r) = r^2 log r`` (mm), smoothing added on the kernel diagonal,
+        as in ``scipy.interpolate.RBFInterpolator(kernel="thin_plate_spline")``.
+        """
+        key = float(smoothing)
+        if key not in self._operators:
+            src = self.reference_vertices[self.control]
+            stacked = np.concatenate([np.asarray(m.vertices) for m in self.organs.values()])
+            n = len(src)
+            centre = src.mean(0)
+            scale = float(np.abs(src - centre).max()) or 1.0
+            lhs = np.zeros((n + 4, n + 4))
+            lhs[:n, :n] = _tps(src, src) + key * np.eye(n)
+            poly = _affine_basis(src, centre, scale)
+            lhs[:n, n:] = poly
+            lhs[n:, :n] = poly.T
+            inv = np.linalg.inv(lhs)[:, :n]  # columns: unit displacement of one control point
+            out = np.empty((len(stacked), n), dtype=np.float32)
+            for start in range(0, len(stacked), 4096):
+                x = stacked[start : start + 4096]
+                evl = np.hstack([_tps(x, src), _affine_basis(x, centre, scale)])
+                out[start : start + len(x)] = evl @ inv
+            self._operators[key] = out
+        return self._operators[key]
 
     def save(self, path: str | Path) -> Path:
         """Write the atlas as `.npz`: reference, control, affine and `<organ>_v` / `<organ>_f`."""
@@ -94,6 +129,19 @@ class OrganAtlas:
             names = [k[:-2] for k in z.files if k.endswith("_v")]
             organs = {n: trimesh.Trimesh(z[f"{n}_v"], z[f"{n}_f"], process=False) for n in names}
             return cls(str(z["sex"]), z["reference_vertices"], z["control"], organs, z["affine"])
+
+
+def _tps(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Thin-plate-spline kernel ``r^2 log r`` between point sets `(n, 3)` and `(m, 3)` (mm)."""
+    r2 = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = 0.5 * r2 * np.log(r2)
+    return np.nan_to_num(k, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _affine_basis(x: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
+    """`(n, 4)` degree-1 polynomial basis [1, (x - centre) / scale] (scaled for conditioning)."""
+    return np.hstack([np.ones((len(x), 1)), (x - centre) / scale])
 
 
 def hra_path(raw_dir: Path, sex: str, organ: str) -> Path:
@@ -222,14 +270,11 @@ def carry(
     Returns:
         Organ name -> deformed mesh (RAS mm).
     """
-    from scipy.interpolate import RBFInterpolator
-
     src = atlas.reference_vertices[atlas.control]
-    disp = instance_vertices[atlas.control] - src
-    rbf = RBFInterpolator(src, disp, kernel="thin_plate_spline", smoothing=smoothing)
+    disp = np.asarray(instance_vertices)[atlas.control] - src
     names = list(atlas.organs)
     stacked = np.concatenate([np.asarray(atlas.organs[n].vertices) for n in names])
-    moved = stacked + rbf(stacked)
+    moved = stacked + atlas.carry_operator(smoothing) @ disp.astype(np.float32)
     out, start = {}, 0
     for n in names:
         k = len(atlas.organs[n].vertices)

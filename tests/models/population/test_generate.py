@@ -129,3 +129,34 @@ def test_cli_writes_meshes_features_and_rendering(model_dir, tmp_path):
     bad = CliRunner().invoke(app, ["generate", "--feature", "stature_mm=9000", "-o", str(out),
                                    "--model-dir", str(model_dir[0])])  # fmt: skip
     assert isinstance(bad.exception, DHError) and "stature_mm" in str(bad.exception)
+
+
+@pytest.mark.parametrize("request_", [REQUEST, {"stature_mm": 1780, "weight_kg": 80}])
+def test_linearised_vertex_std_matches_monte_carlo(generator, request_):
+    """The first-order per-vertex std agrees with a 400-draw Monte-Carlo estimate.
+
+    Tolerance: every vertex within 20 % of the Monte-Carlo value and the mean absolute error
+    under 10 % of the mean std (measured on the 8-subject serving model: 1.01-1.09 and
+    0.91-0.98 per-vertex ratios, 7 % mean error; 400 draws carry ~4 % sampling error).
+    """
+    import torch
+
+    human = generator.generate(request_, with_organs=False)
+    sex, numeric = generator.validate(request_)
+    _, _, p_mean, spread = generator._predict(sex, numeric)
+    rng = np.random.default_rng(1)
+    weights = np.array([s[0] for s in spread])
+    picks = rng.choice(len(spread), size=400, p=weights / weights.sum())
+    draws = np.stack(
+        [rng.multivariate_normal(spread[k][2], spread[k][3], method="eigh") for k in picks]
+    )
+    body = generator.body
+    draws = np.clip(draws + (human.body_params - p_mean), body.lower, body.upper)
+    with torch.no_grad():
+        v = body.vertices(draws).numpy()
+        v0 = body.vertices(human.body_params).numpy()[0]
+    mc = np.sqrt(((v - v0) ** 2).sum(-1).mean(0))
+    lin = human.vertex_std_mm
+    ratio = lin / mc
+    assert 0.8 < ratio.min() and ratio.max() < 1.2, (ratio.min(), ratio.max())
+    assert np.abs(lin - mc).mean() < 0.1 * mc.mean()
