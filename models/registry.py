@@ -215,7 +215,7 @@ def _to_registered(model: Any) -> RegisteredModel:
         path=Path(model.path),
         record=record,
         labels=dict(model.info.labels),
-        created_utc=model.info.creation_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_utc=model.info.creation_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     )
 
 

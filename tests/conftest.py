@@ -25,3 +25,16 @@ def raw_data() -> Path:
 def rng() -> np.random.Generator:
     """A seeded random generator for synthetic perturbations of real data."""
     return np.random.default_rng(20261203)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect API server (SQLite) for every flow test in the session.
+
+    Flows otherwise start an ephemeral server per run, which costs 15-20 s each and can time
+    out on a busy 2-core machine.
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

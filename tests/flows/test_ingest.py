@@ -20,14 +20,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
-
-@pytest.fixture(scope="module")
 def batch(raw_data, tmp_path_factory) -> Path:
     """A small real batch: CT + label map, a DICOM series with a patient name, an HRA mesh
     in metres, a lung point set and 120 NHANES subjects."""

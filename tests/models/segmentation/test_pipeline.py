@@ -42,15 +42,12 @@ TINY = {
 
 
 @pytest.fixture(scope="session")
-def tiny_model(raw_data, tmp_path_factory) -> dict:
+def tiny_model(raw_data, prefect_server, tmp_path_factory) -> dict:
     """The `train_segmentation` Prefect flow with tiny params (no model-store registration)."""
-    from prefect.testing.utilities import prefect_test_harness
-
     from flows.segmentation import run
 
     out = tmp_path_factory.mktemp("seg_model")
-    with prefect_test_harness(server_startup_timeout=120):
-        result = run(TINY, out, register=False)
+    result = run(TINY, out, register=False)
     return {"dir": out, "flow": result}
 
 
