@@ -30,7 +30,7 @@ run: setup
 	$(BIN)/dh run
 
 test: setup
-	$(BIN)/python -m pytest -m "not gpu" --timeout=900
+	$(BIN)/python -m pytest -m "not gpu" --timeout=900 --durations=15
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
