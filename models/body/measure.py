@@ -109,7 +109,8 @@ class _Volume(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coeffs, template, blend, faces):  # noqa: ANN001, ANN205
         with torch.no_grad():
-            v = template[None] + torch.einsum("cpd,bc->bpd", blend, coeffs)
+            flat = blend.reshape(blend.shape[0], -1)  # a view: (n_coeffs, n_vertices * 3)
+            v = template[None] + (coeffs @ flat).reshape(len(coeffs), *template.shape)
             a, b, c = v[:, faces[:, 0]], v[:, faces[:, 1]], v[:, faces[:, 2]]
             vol = (torch.cross(a, b, dim=-1) * c).sum(-1).sum(-1) / 6.0
             g = torch.zeros_like(v)
@@ -117,7 +118,8 @@ class _Volume(torch.autograd.Function):
             g.index_add_(1, faces[:, 1], torch.cross(c, a, dim=-1))
             g.index_add_(1, faces[:, 2], torch.cross(a, b, dim=-1))
             sign = torch.sign(vol)[:, None]
-            grad = torch.einsum("bpd,cpd->bc", g / 6.0, blend) * sign
+            # plain matmuls on views: einsum here copied the 58 MB blendshape tensor per call
+            grad = (g.reshape(len(g), -1) / 6.0) @ flat.T * sign
         ctx.save_for_backward(grad)
         return vol.abs()
 

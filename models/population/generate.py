@@ -147,13 +147,13 @@ class Generator:
             for name, value in num.items():
                 if name in self.measurements.names:
                     targets[k, self.measurements.names.index(name)] = value
-        params = self._refine(params0, targets)
+        params, measured_all = self._refine(params0, targets)
         out = []
         for k, (sex, num) in enumerate(parsed):
             weights, predictions, p_mean, spread = conds[k]
             skin = self.body.mesh(params[k])
             std = self._vertex_std(params[k], p_mean, spread)
-            measured = self.measurements(self.body, params[k][None]).detach().numpy()[0]
+            measured = measured_all[k]
             human = GeneratedHuman(
                 given={**({"sex": sex} if sex else {}), **num},
                 sex_probability=weights,
@@ -204,13 +204,20 @@ class Generator:
         ]
         return weights, predictions, p_mean, spread
 
-    def _refine(self, params0: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """Pull bodies onto the given mesh-measurable features (no-op where none given)."""
-        from models.body.fit import fit_bodies
+    def _refine(self, params0: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pull bodies onto the given mesh-measurable features (no-op where none given).
+
+        Returns:
+            `(n, n_params)` parameters and `(n, n_measurements)` measurements of their bodies
+            (mm, kg; exact, taken once).
+        """
+        from models.body.fit import fit_bodies, measure_params
 
         n_iter = int(self.params["refine_iterations"])
         rows = np.flatnonzero(np.isfinite(targets).any(1))
         params = params0.copy()
+        measured = np.empty((len(params0), len(self.measurements.names)))
+        done = np.zeros(len(params0), dtype=bool)
         if n_iter and len(rows):
             fit = fit_bodies(
                 self.body, self.measurements, targets[rows], params0[rows], n_iter=n_iter,
@@ -218,7 +225,11 @@ class Generator:
                 local_ridge=float(self.params["fit_local_ridge"]), batch_size=len(rows),
             )  # fmt: skip
             params[rows] = fit.params
-        return params
+            measured[rows] = fit.measured
+            done[rows] = True
+        if not done.all():
+            measured[~done] = measure_params(self.body, self.measurements, params[~done])
+        return params, measured
 
     def _vertex_jacobian(self, sex: str) -> np.ndarray:
         """`(n_vertices * 3, n_params)` d vertex / d parameter (mm) at the sex's mean body.
