@@ -286,6 +286,46 @@ def _fit_femur(params: dict[str, Any], out: Path) -> dict[str, Any]:
     }
 
 
+def demo_features(stats_file: Path) -> dict[str, Any]:
+    """Catalogue features of the demo subject from the body statistics shipped with its CT.
+
+    `body_stats_prediction.json` (TotalSegmentator) holds sex, age (years), size (cm) and
+    weight (kg) estimated from the demo CT itself; they become `sex`, `age_years`,
+    `stature_mm` and `weight_kg`.
+    """
+    doc = json.loads(stats_file.read_text(encoding="utf-8"))
+    return {
+        "sex": str(doc["sex"]["value"]).upper()[:1],
+        "age_years": round(float(doc["age"]["value"]), 1),
+        "stature_mm": round(float(doc["size"]["value"]) * 10.0, 1),
+        "weight_kg": round(float(doc["weight"]["value"]), 1),
+    }
+
+
+def step_generate_demo() -> dict[str, Any]:
+    """The demo subject's digital human: skin, structures and organs from its CT's body stats."""
+    from dh.commands.generate import write_outputs
+    from models.population.generate import Generator
+
+    params = load_params("pipeline")["demo"]
+    features = demo_features(DATA_RAW / params["body_stats"])
+    human = Generator().generate(features, with_organs=True)
+    out = PIPELINE_DIR / "demo" / "generate"
+    write_outputs(human, out)
+    doc = {
+        "features": features,
+        "seconds": human.seconds,
+        "n_skin_vertices": len(human.skin.vertices),
+        "organs": sorted(human.organs),
+        "structures": sorted(human.structures),
+        "vertex_std_mm_median": float(np.median(human.vertex_std_mm)),
+        "stature_on_mesh_mm": human.body_measurements.get("stature_mm"),
+        "weight_on_mesh_kg": human.body_measurements.get("weight_kg"),
+    }
+    _write_json(PIPELINE_DIR / "generate_demo.json", doc)
+    return doc
+
+
 def step_simulate_demo() -> dict[str, Any]:
     """Stance load case on the demo femur fit: FE, and the surrogate at the fit's coefficients."""
     from dh.errors import DHError
@@ -493,6 +533,7 @@ def steps() -> list[tuple[str, Callable[[], dict[str, Any]], bool]]:
         ("build_shape_models", _owner_flow("flows.shape", lambda m: m.run()), True),
         ("build_population", _owner_flow("flows.population", lambda m: m.run()), True),
         ("train_surrogate", _owner_flow("flows.simulation", lambda m: m.run()), True),
+        ("generate_demo", step_generate_demo, True),
         ("fit_demo", step_fit_demo, True),
         ("simulate_demo", step_simulate_demo, True),
         ("register", step_register, False),

@@ -107,3 +107,15 @@ def test_report_has_steps_metrics_images_and_lineage(artefacts: dict[str, Path])
         log_file=artefacts["log"],
     )
     assert "| `dh verify` | FAILED (1 mismatches) |" in md.read_text()
+
+
+def test_demo_features_come_from_the_ct_body_stats(raw_data: Path) -> None:
+    from dh.cohort import check_feature_values
+    from flows.pipeline import demo_features, steps
+
+    features = demo_features(raw_data / "ct" / "body_stats_prediction.json")
+    assert features["sex"] in ("F", "M")
+    assert 1400 < features["stature_mm"] < 2100 and 40 < features["weight_kg"] < 150
+    check_feature_values(features)  # catalogue names and ranges: raises on a bad request
+    names = [name for name, _, _ in steps()]
+    assert names.index("build_population") < names.index("generate_demo")
