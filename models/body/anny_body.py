@@ -144,7 +144,7 @@ class BodyModel:
         if params.ndim == 1:
             params = params[None]
         c = self.coefficients(params)
-        return self.template[None] + torch.einsum("cpd,bc->bpd", self.blendshapes, c)
+        return self.template[None] + combine_blendshapes(self.blendshapes, c)
 
     def joints(self, params: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Rest-pose bone heads (joint centres) `(batch, n_bones, 3)`, RAS mm."""
@@ -152,7 +152,7 @@ class BodyModel:
         if params.ndim == 1:
             params = params[None]
         c = self.coefficients(params)
-        return self.bone_template[None] + torch.einsum("cpd,bc->bpd", self.bone_blendshapes, c)
+        return self.bone_template[None] + combine_blendshapes(self.bone_blendshapes, c)
 
     def bone(self, label: str) -> int:
         """Index of the anny bone `label` (e.g. ``upperleg01.L``)."""
@@ -170,6 +170,13 @@ class BodyModel:
         with torch.no_grad():
             v = self.vertices(params)[0].numpy()
         return trimesh.Trimesh(v, self.faces, process=False)
+
+
+def combine_blendshapes(blend: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """`(batch, n_points, 3)` sum of `blend` `(n_coeffs, n_points, 3)` weighted by `coeffs`
+    `(batch, n_coeffs)`: one matmul on a view (einsum copied the blendshapes per call)."""
+    flat = blend.reshape(blend.shape[0], -1)
+    return (coeffs @ flat).reshape(len(coeffs), *blend.shape[1:])
 
 
 def load_body_model() -> BodyModel:

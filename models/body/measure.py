@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy.spatial import ConvexHull
 
-from models.body.anny_body import BodyModel
+from models.body.anny_body import BodyModel, combine_blendshapes
 
 logger = logging.getLogger(__name__)
 
@@ -195,10 +195,10 @@ class MeasurementSet:
             params = params[None]
         c = body.coefficients(params)
         tpl, bl = self._block_basis(body)
-        pts = tpl[None] + torch.einsum("cpd,bc->bpd", bl, c)
+        pts = tpl[None] + combine_blendshapes(bl, c)
         sizes = [len(b.i) for b in self.blocks.values()]
         v = dict(zip(self.blocks, torch.split(pts, sizes, dim=1), strict=True))
-        j = body.bone_template[None] + torch.einsum("cpd,bc->bpd", body.bone_blendshapes, c)
+        j = body.bone_template[None] + combine_blendshapes(body.bone_blendshapes, c)
         cols = []
         for m in self.items:
             if m.name == "weight_kg":
