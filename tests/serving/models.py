@@ -103,10 +103,10 @@ def register_segmentation(home: Path, log: Path) -> str:
     return reg.tag
 
 
-POP_OVERRIDES = {
-    "n_subjects": 8,
-    "fit_iterations": 20,
-    "fit_batch_size": 8,
+POP_OVERRIDES = {  # the smallest real build the generator tests also use (4 bodies)
+    "n_subjects": 4,
+    "fit_iterations": 10,
+    "fit_batch_size": 4,
     "em_iterations": 20,
     "refine_iterations": 5,
     "vertex_std_samples": 4,
@@ -127,7 +127,7 @@ def _population_params() -> dict:
 
 
 def build_population(out: Path) -> None:
-    """The population model of 8 ANSUR II subjects' body fits, with organ atlases and ONNX."""
+    """The population model of 4 ANSUR II subjects' body fits, with organ atlases and ONNX."""
     from flows.population import build_atlases_task, build_model_task, export_task
 
     params = _population_params()
