@@ -42,6 +42,9 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:
+        for chatty in ("skfem", "pyacvd", "httpx", "distributed", "dvc", "numba"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 _register_commands()
