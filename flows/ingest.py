@@ -326,9 +326,37 @@ def already_ingested(batch: Path, root: Path | None = None) -> IngestResult | No
     """The no-op result when this batch's content was versioned before, else None."""
     repo = Path(root or PROJECT_ROOT).resolve()
     batch_id = batch_hash(Path(batch))
-    if any(e["batch_id"] == batch_id and e["status"] == "versioned" for e in read_log(repo)):
-        return IngestResult(batch_id, "unchanged", data_version(repo), CheckReport())
-    return None
+    if not any(e["batch_id"] == batch_id and e["status"] == "versioned" for e in read_log(repo)):
+        return None
+    if not _cohort_present_or_restored(repo):
+        # a fresh clone whose DVC cache and remote lack the versioned cohort: rebuild it from
+        # the batch (same content, so `dvc add` gives the same data version)
+        logger.warning(
+            "batch %s is in the ingest log but data/cohort is absent and cannot be "
+            "pulled from the DVC remote; ingesting it again",
+            batch_id,
+        )
+        return None
+    return IngestResult(batch_id, "unchanged", data_version(repo), CheckReport())
+
+
+def _cohort_present_or_restored(repo: Path) -> bool:
+    """True when `data/cohort/` is in the workspace, after a `dvc pull` of it if needed."""
+    from dvc.logger import set_loggers_level
+    from dvc.repo import Repo
+
+    cohort, dvcfile = _paths(repo)["cohort"], _paths(repo)["dvcfile"]
+    if cohort.is_dir() and any(cohort.iterdir()):
+        return True
+    if not dvcfile.is_file():
+        return False
+    try:
+        with set_loggers_level(logging.ERROR), Repo(str(repo)) as dvc_repo:
+            dvc_repo.pull(targets=[str(dvcfile)])
+    except Exception as exc:  # noqa: BLE001 - DVC raises many kinds; absence is the answer
+        logger.info("dvc pull of %s failed: %s", dvcfile, exc)
+        return False
+    return cohort.is_dir() and any(cohort.iterdir())
 
 
 def run_ingest(batch: Path, root: Path | None = None) -> IngestResult:
