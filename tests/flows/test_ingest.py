@@ -123,3 +123,25 @@ def test_corrupted_batch_is_quarantined_and_cohort_untouched(
     assert (folder / "files" / "nhanes.csv").is_file()
     assert _dvc_status(repo) == ({}, {})  # the versioned cohort is untouched
     assert ingest_flow.data_version(repo) == versioned.data_version
+
+
+def test_fresh_clone_restores_the_cohort(versioned, batch, repo, tmp_path):
+    """A clone holds the .dvc file and the log but no cohort: pulled from the remote, else
+    rebuilt from the batch to the same data version."""
+    clone = tmp_path / "clone"
+    shutil.copytree(repo, clone, ignore=shutil.ignore_patterns("cohort", "cache", "tmp"))
+    remote = repo.parent / f"{repo.name}-remote"
+    again = ingest_flow.run_ingest(batch, clone)  # the clone's remote is the shared folder
+    assert (
+        again.status == "unchanged" and (clone / "data" / "cohort" / "subjects.parquet").is_file()
+    )
+
+    lonely = tmp_path / "lonely"
+    shutil.copytree(clone, lonely, ignore=shutil.ignore_patterns("cohort", "cache", "tmp"))
+    empty = tmp_path / "empty-remote"  # a remote that does not hold the cohort
+    empty.mkdir()
+    cfg = lonely / ".dvc" / "config"
+    cfg.write_text(cfg.read_text().replace(str(remote), str(empty)))
+    rebuilt = ingest_flow.run_ingest(batch, lonely)
+    assert rebuilt.status == "versioned"
+    assert rebuilt.data_version == versioned.data_version
