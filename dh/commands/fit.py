@@ -15,7 +15,7 @@ def fit_cmd(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     structure: str = typer.Option(
-        None, "--structure", "-s", help="What a bare mesh/point set shows: lungs, femur_left."
+        None, "--structure", "-s", help="What a bare mesh/point set shows: lungs, femur_left, skin."
     ),
     feature: list[str] = typer.Option(
         None, "--feature", "-f", help="Known feature NAME=VALUE (repeatable)."
@@ -34,6 +34,13 @@ def fit_cmd(
     from models.fitting import fit_subject, read_inputs, write_fit_outputs
     from models.shape import ShapeModel
 
+    if structure == "skin":  # whole-body skin: anny body fit (models.fitting.body)
+        from models.fitting.body import fit_skin_files
+
+        fit, path = fit_skin_files(inputs, out, axes)
+        console.print(f"skin: residual mean {fit.residual_mean_mm:.2f} mm, {fit.seconds:.1f} s")
+        typer.echo(str(path))
+        return
     custom = {m.structure: m for m in map(ShapeModel.load, model or [])}
     with progress("fitting", total=None) as advance:
         subject = read_inputs(inputs, structure, feature or [], axes)

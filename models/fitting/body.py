@@ -206,3 +206,54 @@ def _rigid_icp(
         rot = vt.T @ s @ u.T
         trans = cb - ca @ rot.T
     return rot, trans
+
+
+def fit_skin_files(
+    inputs: list,
+    out_dir,  # noqa: ANN001
+    axes: str = "RAS",
+) -> tuple[BodyFitResult, object]:
+    """`dh fit --structure skin`: fit the body to point/mesh files and write the outputs.
+
+    Args:
+        inputs: mesh or point files (PLY, OBJ, STL, VTP, CSV x,y,z), mm.
+        out_dir: output folder; gets `skin.vtp` (scan frame, mm, per-vertex `residual_mm`) and
+            `fit.json` (named body parameters and residuals).
+        axes: axis convention of the inputs: RAS, or LPS (x and y flipped to the body frame).
+
+    Returns:
+        The fit (in the input frame) and the path of `fit.json`.
+    """
+    import json
+    from pathlib import Path
+
+    from models.body.anny_body import PARAMETER_NAMES
+    from models.fitting.inputs import read_points
+    from models.meshio import write_vtp
+    from models.population.generate import MODEL_DIR, Generator
+
+    flip = np.array([-1.0, -1.0, 1.0]) if axes.upper() == "LPS" else np.ones(3)
+    pts = np.vstack([read_points(Path(p)) for p in inputs]) * flip
+    if (MODEL_DIR / "population.npz").exists():
+        model = Generator()
+    else:
+        from models.body.anny_body import load_body_model
+
+        model = load_body_model()
+    result = fit_body(pts, model)
+    result.skin.vertices = np.asarray(result.skin.vertices) * flip
+    out = Path(out_dir)
+    write_vtp(result.skin, out / "skin.vtp", {"residual_mm": result.vertex_residual_mm})
+    doc = {
+        "structure": "skin",
+        "axes": axes.upper(),
+        "params": dict(zip(PARAMETER_NAMES, result.params.tolist(), strict=True)),
+        "residual_mean_mm": result.residual_mean_mm,
+        "residual_p95_mm": result.residual_p95_mm,
+        "hausdorff_mm": result.hausdorff_mm,
+        "n_points": len(pts),
+        "seconds": result.seconds,
+    }
+    path = out / "fit.json"
+    path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    return result, path

@@ -51,3 +51,28 @@ def test_fit_body_to_scan(generator, rng, front, bound_mm):
     if not front:
         d_fit = np.linalg.norm(fit.params - truth.body_params)
         assert d_fit < np.linalg.norm(fit.start_params - truth.body_params)
+
+
+def test_dh_fit_skin_cli(generator, rng, tmp_path):
+    """`dh fit scan.csv --structure skin --axes LPS` writes skin.vtp and fit.json."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dh.cli import app
+    from models.fitting.distance import point_to_surface
+    from models.meshio import read_mesh
+
+    truth = generator.generate(TRUTH, with_organs=False)
+    scan = scan_of(truth.skin, rng, False) * np.array([-1.0, -1.0, 1.0])  # RAS -> LPS
+    np.savetxt(tmp_path / "scan.csv", scan, delimiter=",", header="x,y,z", comments="")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["fit", str(tmp_path / "scan.csv"), "-s", "skin", "--axes", "LPS", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "fit.json").read_text())
+    assert doc["structure"] == "skin" and doc["residual_mean_mm"] < 3.0
+    skin = read_mesh(out / "skin.vtp")
+    truth_lps = (truth.skin.vertices + SHIFT_MM) * np.array([-1.0, -1.0, 1.0])
+    assert point_to_surface(skin.vertices, skin.faces, truth_lps).mean() < 3.0  # in LPS again
