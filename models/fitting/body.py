@@ -77,6 +77,7 @@ def fit_body(
     near_mm: float = 25.0,
     icp_iterations: int = 20,
     start: np.ndarray | None = None,
+    prior_weight: float = 1.0,
     seed: int = 0,
 ) -> BodyFitResult:
     """Fit the anny body to scan points.
@@ -94,6 +95,9 @@ def fit_body(
         near_mm: mesh vertices farther than this from the scan are not pulled (partial scans).
         icp_iterations: rigid ICP iterations of the initial alignment.
         start: optional start parameters (overrides the population mean).
+        prior_weight: weight (mm of loss per squared parameter unit) of a ridge pulling the
+            parameters towards the start; the local changes trade off against each other, so
+            without it the parameters drift where the surface does not constrain them.
         seed: subsampling seed.
 
     Returns:
@@ -124,7 +128,7 @@ def fit_body(
     opt = torch.optim.Adam(
         [{"params": [params], "lr": lr}, {"params": [shift], "lr": lr_translation_mm}]
     )
-    lo_t, hi_t = torch.as_tensor(lo), torch.as_tensor(hi)
+    lo_t, hi_t, p0_t = torch.as_tensor(lo), torch.as_tensor(hi), torch.as_tensor(p0)
     scan_tree = cKDTree(pts)
     trans_t = torch.as_tensor(trans)
     keep_s = int(np.ceil(len(pts) * (1 - trim)))
@@ -147,6 +151,8 @@ def fit_body(
             r_m = torch.sqrt(r_m**2 + 0.25)
             r_m = torch.topk(r_m, int(np.ceil(len(near) * (1 - trim))), largest=False).values
             loss = loss + r_m.mean()
+        if prior_weight:
+            loss = loss + prior_weight * ((params - p0_t) ** 2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
