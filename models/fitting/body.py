@@ -23,6 +23,8 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
+from models.fitting.core import _vertex_normals
+
 logger = logging.getLogger(__name__)
 
 
@@ -181,16 +183,6 @@ def fit_body(
         start_params=p0,
         seconds=seconds,
     )
-
-
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """`(n_vertices, 3)` unit area-weighted vertex normals."""
-    tri = vertices[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    vn = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 
 def _rigid_icp(
